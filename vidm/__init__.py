@@ -1,0 +1,7 @@
+"""vidm: diffusion video generation and frame interpolation.
+
+A content model makes a video's first latent frame, a motion model makes the following
+frames (and the frames between two given ones), a frame autoencoder maps pixels to latents.
+"""
+
+__version__ = "0.1.0"

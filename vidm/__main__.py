@@ -1,0 +1,5 @@
+import sys
+
+from vidm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""The `vidm` command line. Subcommands live in `vidm.commands.*`; each module's `register`
+adds its parser and sets `func`. Heavy imports (torch, av) happen inside the command
+functions, so `vidm --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vidm import __version__
+from vidm.errors import VidmError
+
+# Order here is the order in `vidm --help`.
+COMMAND_MODULES = (
+    "vidm.commands.data",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vidm",
+        description="Diffusion video generation and frame interpolation.",
+    )
+    parser.add_argument("--version", action="version", version=f"vidm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        # `vidm` or `vidm data` alone: show the relevant help.
+        (getattr(args, "_parser", None) or parser).print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args) or 0)
+    except VidmError as e:
+        print(f"vidm: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vidm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
