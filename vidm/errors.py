@@ -27,3 +27,11 @@ class ShapeError(VidmError):
 
 class CheckpointError(VidmError):
     """A model or training folder that is missing, incomplete, or from another config."""
+
+
+class DependencyError(VidmError):
+    """An optional package (an extra such as `eval`) that a feature needs is not installed."""
+
+
+class TrainingError(VidmError):
+    """A training run that cannot go on (a non-finite loss or gradient)."""
