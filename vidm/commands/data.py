@@ -1,11 +1,131 @@
-"""`vidm data ...`: synthetic data, folder info (and, later, latent caching)."""
+"""`vidm data ...`: synthetic data, folder info (and, later, latent caching).
+
+The `data` group is extensible: another module adds a subcommand with
+`get_data_subparsers(sub).add_parser(...)` (or by appending to `DATA_SUBCOMMANDS` here).
+"""
 
 from __future__ import annotations
 
 import argparse
 
 
+def _add_synth(dsub) -> None:
+    p = dsub.add_parser(
+        "synth", help="write a synthetic data set (mp4 + JSON ground truth)",
+        description="Write N synthetic videos of coloured shapes (discs, squares, triangles, "
+                    "sprites) moving over panning textured backgrounds: fast bounces, gravity "
+                    "arcs, rotation, occlusion, objects entering and leaving. Next to each "
+                    "NNNNN.mp4 goes NNNNN.json with every object's per-frame position, colour, "
+                    "shape, size, depth and visibility. Same seed -> same videos, whatever "
+                    "the worker count.")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--videos", type=int, default=8, help="number of videos (default 8)")
+    p.add_argument("--frames", type=int, default=24, help="frames per video (default 24)")
+    p.add_argument("--size", type=int, default=64, help="frame height = width, even (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="render in this many processes (default 0: in this process)")
+    p.add_argument("--fps", type=float, default=8, help="frame rate of the mp4 files (default 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_synth)
+
+
+def _add_info(dsub) -> None:
+    p = dsub.add_parser(
+        "info", help="count videos, frames and resolutions under a folder",
+        description="Scan a folder recursively (or one video) and print the number of usable "
+                    "videos, total frames, frames per video, resolution range, fps and any "
+                    "unreadable files. Exits 1 when no usable video is found. The scan is "
+                    "cached in DIR/.vidm_index.json (when DIR is writable).")
+    p.add_argument("path", metavar="DIR", help="folder of videos (or a single video)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the index")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run_info)
+
+
+# Each entry adds one `vidm data <name>` parser; a new subcommand is one more entry here
+# (or, from another command module listed after this one in COMMAND_MODULES,
+# `get_data_subparsers(sub).add_parser(...)` inside its own `register`).
+DATA_SUBCOMMANDS = [("synth", _add_synth), ("info", _add_info)]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="make, inspect and cache video data sets")
+    p = sub.add_parser("data", help="make, inspect and cache video data sets",
+                       description="Make, inspect and cache video data sets.")
     p.set_defaults(_parser=p)
-    p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    p.vidm_subparsers = dsub  # found again by get_data_subparsers
+    for _, add in DATA_SUBCOMMANDS:
+        add(dsub)
+
+
+def get_data_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The `vidm data` subparsers, given the top-level subparsers `register` was called with."""
+    return sub.choices["data"].vidm_subparsers
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from vidm.data.synth import generate_dataset
+
+    t0 = time.perf_counter()
+    paths = generate_dataset(args.out, args.videos, frames=args.frames, size=args.size,
+                             seed=args.seed, workers=args.workers, fps=args.fps,
+                             progress=not args.quiet)
+    print(f"wrote {len(paths)} videos ({args.frames} frames, {args.size}x{args.size}) + JSON "
+          f"to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _summarize(videos) -> dict:
+    frames = [v.num_frames for v in videos]
+    hs, ws = [v.height for v in videos], [v.width for v in videos]
+    fps = sorted({round(v.fps, 3) for v in videos if v.fps})
+    return {"videos": len(videos), "frames": sum(frames), "frames_min": min(frames),
+            "frames_max": max(frames), "height_min": min(hs), "height_max": max(hs),
+            "width_min": min(ws), "width_max": max(ws), "fps": fps}
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from vidm.data.index import VideoEntry, build_index
+    from vidm.errors import NoVideosError, VideoError
+    from vidm.video import read_video_info
+
+    path = Path(args.path)
+    if not path.exists():
+        raise VideoError(f"{path}: no such file or directory")
+    if path.is_dir():
+        index = build_index(path, cache=not args.no_cache, progress=True)
+        videos, skipped = index.videos, index.skipped
+    else:  # one file: its own error (VideoError, naming it) is the answer
+        info = read_video_info(path, verify=True)
+        videos = [VideoEntry(str(path), info.num_frames, info.height, info.width, info.fps)]
+        skipped = []
+
+    summary = _summarize(videos) if videos else {"videos": 0}
+    summary["unreadable"] = [{"path": s.path, "reason": s.reason} for s in skipped]
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif videos:
+        s = summary
+        print(f"{path}: {s['videos']} videos, {s['frames']} frames")
+        print(f"  frames per video: min {s['frames_min']}, max {s['frames_max']}")
+        print(f"  resolution (WxH): {s['width_min']}x{s['height_min']}"
+              + ("" if (s["width_min"], s["height_min"]) == (s["width_max"], s["height_max"])
+                 else f" to {s['width_max']}x{s['height_max']}")
+              + ("" if s["width_min"] == s["width_max"] and s["height_min"] == s["height_max"]
+                 else f" (width {s['width_min']}-{s['width_max']}, "
+                      f"height {s['height_min']}-{s['height_max']})"))
+        print(f"  fps: {', '.join(f'{f:g}' for f in s['fps']) or 'unknown'}")
+    if skipped and not args.json:
+        print(f"  unreadable: {len(skipped)}")
+        for sk in skipped:
+            print(f"    {sk.path}: {sk.reason}")
+    if not videos:
+        raise NoVideosError(f"{path}: no usable videos ({len(skipped)} unreadable)" if skipped
+                            else f"{path}: no video files found")
+    return 0

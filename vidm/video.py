@@ -1,0 +1,498 @@
+"""Video I/O at the uint8 boundary: frames are numpy uint8 arrays `(T, H, W, 3)` (RGB).
+
+Reading uses PyAV and *seeks*: `read_clip` jumps to the keyframe at or before the first wanted
+frame and decodes forward from there, so a clip from the end of a long video costs about one
+GOP of decoding, not the whole file. Frame `i` of a container is the frame whose timestamp is
+`start_time + i / fps` (constant frame rate); when timestamps do not line up with that (odd or
+variable-rate files, GIFs) the reader falls back to counting frames from the start.
+
+A "video" is any of: a container file (mp4/webm/mkv/avi/mov/gif), a folder of numbered images
+(`frame_0001.png`, `2.jpg`, ... in natural sort order), or a single image (one frame).
+
+Writing is atomic: the output is written under a temporary name in the same folder and moved
+into place with `os.replace`, so an error never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import uuid
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from vidm.errors import NotEnoughFramesError, ShapeError, VideoError
+
+PathLike = Union[str, os.PathLike]
+Size = Union[int, tuple[int, int], None]
+
+VIDEO_EXTS = frozenset({".mp4", ".m4v", ".webm", ".mkv", ".avi", ".mov", ".gif"})
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+# Extensions `write_video` can produce, and the encoder used for each.
+_WRITE_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
+                 ".webm": "libvpx-vp9"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    height: int
+    width: int
+    fps: float | None  # None where unknown (image folders, single images)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def is_video_file(path: PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTS
+
+
+def is_image_file(path: PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def _natural_key(name: str) -> list:
+    # "frame10" sorts after "frame9": compare digit runs as numbers.
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_image_frames(folder: PathLike) -> list[Path]:
+    """Image files directly inside `folder`, in natural (numbered) order."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and is_image_file(p)]
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def _normalize_size(size: Size) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    if len(size) != 2 or min(size) <= 0:
+        raise ShapeError(f"size must be a positive int or (H, W), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _resize_plan(h: int, w: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Resize (h, w) so it covers `size` keeping the aspect ratio (short side to the target),
+    then centre-crop. Returns (resized_h, resized_w, top, left)."""
+    H, W = size
+    scale = max(H / h, W / w)
+    rh, rw = max(H, round(h * scale)), max(W, round(w * scale))
+    return rh, rw, (rh - H) // 2, (rw - W) // 2
+
+
+def _frame_to_array(frame, size: tuple[int, int] | None) -> np.ndarray:
+    """av.VideoFrame -> uint8 (H, W, 3), resized (swscale, area filter when shrinking) and
+    centre-cropped to `size`."""
+    if size is None or (frame.height, frame.width) == size:
+        return frame.to_ndarray(format="rgb24")
+    rh, rw, top, left = _resize_plan(frame.height, frame.width, size)
+    if (rh, rw) == (frame.height, frame.width):
+        arr = frame.to_ndarray(format="rgb24")
+    else:
+        shrink = rh * rw < frame.height * frame.width
+        arr = frame.to_ndarray(width=rw, height=rh, format="rgb24",
+                               interpolation="AREA" if shrink else "BICUBIC")
+    return np.ascontiguousarray(arr[top:top + size[0], left:left + size[1]])
+
+
+def resize_crop(image: np.ndarray, size: Size) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 resized (short side) and centre-cropped to `size`."""
+    import av
+
+    size = _normalize_size(size)
+    if size is None:
+        return image
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    return _frame_to_array(frame, size)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise VideoError(f"{path}: no such file or directory")
+
+
+def _open(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise VideoError(f"{path}: not a readable video ({_short(e)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path}: no video stream")
+    return container
+
+
+def _short(e: BaseException) -> str:
+    # FFmpeg messages repeat the file name; keep the reason only, on one line.
+    msg = getattr(e, "strerror", None) or str(e)
+    return " ".join(str(msg).split())
+
+
+def _stream_fps(stream) -> float | None:
+    rate = stream.average_rate or stream.guessed_rate
+    return float(rate) if rate else None
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_image(path: PathLike, size: Size = None) -> np.ndarray:
+    """One image file -> uint8 (H, W, 3) RGB (alpha dropped, greyscale expanded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise VideoError(f"{path}: not a readable image ({_short(e)})") from None
+    return resize_crop(arr, size)
+
+
+def read_video_info(path: PathLike, verify: bool = False) -> VideoInfo:
+    """Frame count, size and fps of a video, image folder or image.
+
+    For containers the frame count comes from the header when it has one (mp4, mov); otherwise
+    the packets are counted (demuxing only, no decoding). `verify=True` also checks the file is
+    whole: it demuxes every packet (a truncated mp4 holds fewer packets than its header
+    promises) and decodes the last GOP, and raises VideoError when either fails.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        frames = list_image_frames(path)
+        if not frames:
+            raise VideoError(f"{path}: folder holds no image frames")
+        h, w = read_image(frames[0]).shape[:2]
+        if verify:
+            for f in frames[1:]:
+                if read_image(f).shape[:2] != (h, w):
+                    raise VideoError(f"{f}: frame size differs from {frames[0].name} ({h}x{w})")
+        return VideoInfo(len(frames), h, w, None)
+    if is_image_file(path):
+        h, w = read_image(path).shape[:2]
+        return VideoInfo(1, h, w, None)
+
+    import av
+
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        height, width, fps = ctx.height, ctx.width, _stream_fps(stream)
+        num_frames = stream.frames
+        if verify or num_frames <= 0:
+            num_frames = _count_and_verify(path, container, stream, stream.frames, verify)
+        if height <= 0 or width <= 0:
+            raise VideoError(f"{path}: video stream has no frame size")
+    except av.FFmpegError as e:
+        raise VideoError(f"{path}: corrupt video ({_short(e)})") from None
+    finally:
+        container.close()
+    if num_frames <= 0:
+        raise VideoError(f"{path}: video has no frames")
+    return VideoInfo(num_frames, height, width, fps)
+
+
+def _count_and_verify(path: Path, container, stream, header_frames: int, verify: bool) -> int:
+    pts, key_pts = [], []
+    for packet in container.demux(stream):
+        if packet.size == 0:  # flush packet at the end of the stream
+            continue
+        pts.append(packet.pts)
+        if packet.is_keyframe:
+            key_pts.append(packet.pts)
+    n = len(pts)
+    if not verify:
+        return n
+    if header_frames > 0 and n < header_frames:
+        raise VideoError(f"{path}: truncated (header says {header_frames} frames, "
+                         f"{n} present)")
+    if n == 0:
+        return 0
+    # Decode from the last keyframe to the end: a cut-off final packet only shows up here.
+    last_key = key_pts[-1] if key_pts and key_pts[-1] is not None else None
+    if last_key is None:
+        container.seek(0)
+        expected = n
+    else:
+        container.seek(last_key, stream=stream, backward=True)
+        expected = sum(1 for p in pts if p is not None and p >= last_key)
+    decoded = sum(1 for _ in container.decode(stream))
+    if decoded < expected:
+        raise VideoError(f"{path}: truncated or corrupt (decoded {decoded} of the last "
+                         f"{expected} frames)")
+    return n
+
+
+def read_clip(path: PathLike, start: int = 0, num_frames: int | None = None, stride: int = 1,
+              size: Size = None) -> np.ndarray:
+    """Frames `start, start + stride, ...` of a video -> uint8 (T, H, W, 3).
+
+    `num_frames=None` reads to the end. `size`: int (resize the short side, centre-crop a
+    square), (H, W) (resize to cover, centre-crop) or None (native size).
+    Raises VideoError (missing, not a video, corrupt) or NotEnoughFramesError.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if start < 0 or stride < 1 or (num_frames is not None and num_frames < 1):
+        raise NotEnoughFramesError(f"{path}: invalid frame request start={start} "
+                                   f"num_frames={num_frames} stride={stride}")
+    size = _normalize_size(size)
+    if path.is_dir():
+        return _read_image_folder(path, start, num_frames, stride, size)
+    if is_image_file(path):
+        return _read_image_folder_list(path, [path], start, num_frames, stride, size)
+    return _read_container(path, start, num_frames, stride, size)
+
+
+def _wanted_indices(path: Path, total: int | None, start: int, num_frames: int | None,
+                    stride: int) -> list[int] | None:
+    """Frame indices to read, or None when the count is unknown and num_frames is None."""
+    if num_frames is None:
+        if total is None:
+            return None
+        num_frames = max(0, (total - 1 - start) // stride + 1)
+        if num_frames == 0:
+            raise NotEnoughFramesError(f"{path}: start frame {start} is past the end "
+                                       f"({total} frames)")
+    wanted = list(range(start, start + num_frames * stride, stride))
+    if total is not None and wanted[-1] >= total:
+        raise NotEnoughFramesError(_too_few(path, start, num_frames, stride, total))
+    return wanted
+
+
+def _too_few(path: Path, start: int, num_frames: int, stride: int, total: int) -> str:
+    return (f"{path}: needs frame {start + (num_frames - 1) * stride} "
+            f"({num_frames} frames from {start}, stride {stride}) but has {total} frames")
+
+
+def _read_image_folder(folder: Path, start, num_frames, stride, size) -> np.ndarray:
+    frames = list_image_frames(folder)
+    if not frames:
+        raise VideoError(f"{folder}: folder holds no image frames")
+    return _read_image_folder_list(folder, frames, start, num_frames, stride, size)
+
+
+def _read_image_folder_list(path: Path, frames: list[Path], start, num_frames, stride,
+                            size) -> np.ndarray:
+    wanted = _wanted_indices(path, len(frames), start, num_frames, stride)
+    out = [read_image(frames[i], size) for i in wanted]
+    if len({a.shape for a in out}) > 1:
+        raise VideoError(f"{path}: frames differ in size; pass size= to resize them")
+    return np.stack(out)
+
+
+def _read_container(path: Path, start, num_frames, stride, size) -> np.ndarray:
+    import av
+
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        if stream.codec_context.width * stream.codec_context.height >= 320 * 240:
+            stream.thread_type = "AUTO"  # frame threads pay off on big frames only
+        else:
+            # Small frames decode fastest on one thread, and extra decoder threads would
+            # fight torch's spinning OpenMP threads when reading in the main process.
+            stream.codec_context.thread_count = 1
+        total = stream.frames if stream.frames > 0 else None
+        wanted = _wanted_indices(path, total, start, num_frames, stride)
+        result = None
+        if container.format.name != "gif" and stream.time_base and _stream_fps(stream):
+            result = _decode_seeking(container, stream, wanted, start, stride, size)
+        if result is None:  # timestamps unusable: count frames from the start instead
+            container.seek(0)
+            result = _decode_counting(container, stream, wanted, start, stride, size)
+    except av.FFmpegError as e:
+        raise VideoError(f"{path}: corrupt video ({_short(e)})") from None
+    finally:
+        container.close()
+    out, n_seen = result
+    if wanted is not None and len(out) < len(wanted):
+        if total is not None:  # the header promised enough frames: the file is cut short
+            raise VideoError(f"{path}: truncated or corrupt (header says {total} frames, "
+                             f"decoding stopped after frame {n_seen - 1})")
+        raise NotEnoughFramesError(_too_few(path, start, len(wanted), stride, n_seen))
+    if not out:
+        raise NotEnoughFramesError(f"{path}: start frame {start} is past the end "
+                                   f"({n_seen} frames)")
+    return np.stack(out)
+
+
+def _decode_seeking(container, stream, wanted, start, stride, size) -> tuple[list, int] | None:
+    """Seek to the keyframe before `start`, decode forward, pick frames by timestamp.
+    Returns (frames, 1 + last index decoded), or None when the timestamps do not match
+    frame indices (the caller falls back to counting)."""
+    fps = _stream_fps(stream)
+    tb = stream.time_base
+    t0 = stream.start_time or 0
+    target = t0 + int(Fraction(start) / Fraction(fps).limit_denominator(1001) / tb)
+    container.seek(target, stream=stream, backward=True, any_frame=False)
+    wanted_set = None if wanted is None else set(wanted)
+    last = None if wanted is None else wanted[-1]
+    out, seen = [], set()
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            return None
+        idx = round(float((frame.pts - t0) * tb) * fps)
+        if not seen and idx > start:
+            return None  # landed after the start: seek was imprecise
+        if idx in seen:
+            return None  # two frames on one index: not constant frame rate
+        seen.add(idx)
+        wanted_here = wanted_set is None or idx in wanted_set
+        if idx >= start and (idx - start) % stride == 0 and wanted_here:
+            out.append(_frame_to_array(frame, size))
+        if last is not None and idx >= last:
+            break
+    if wanted is not None and len(out) < len(wanted) and seen and max(seen) >= wanted[-1]:
+        return None  # gaps in the timestamps: count instead
+    return out, (max(seen) + 1 if seen else 0)
+
+
+def _decode_counting(container, stream, wanted, start, stride, size) -> tuple[list, int]:
+    out, n_seen = [], 0
+    last = None if wanted is None else wanted[-1]
+    for idx, frame in enumerate(container.decode(stream)):
+        n_seen = idx + 1
+        if idx >= start and (idx - start) % stride == 0:
+            out.append(_frame_to_array(frame, size))
+        if last is not None and idx >= last:
+            break
+    return out, n_seen
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _as_frames(frames) -> np.ndarray:
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or len(arr) == 0:
+        raise ShapeError(f"frames must be uint8 (T, H, W, 3) with T >= 1, got "
+                         f"{arr.dtype} {tuple(arr.shape)}")
+    return np.ascontiguousarray(arr)
+
+
+def write_video(path: PathLike, frames, fps: float = 8, crf: int = 18, gop: int = 16,
+                threads: int = 0) -> Path:
+    """Write uint8 (T, H, W, 3) frames, atomically. The format follows the path:
+    .mp4/.mov/.mkv/.m4v (H.264, yuv420p), .webm (VP9), .gif, or a path without a suffix
+    (a folder of numbered png files, `00000.png`, ...).
+
+    H.264 yuv420p needs even sizes: odd heights/widths are padded by one edge-replicated
+    row/column (with a warning). `gop`: keyframe interval (short GOPs keep seeking cheap).
+    `threads=0` lets the encoder choose; 1 gives byte-identical files on any machine.
+    """
+    path = Path(path)
+    arr = _as_frames(frames)
+    if not fps or fps <= 0:
+        raise VideoError(f"{path}: fps must be positive, got {fps}")
+    suffix = path.suffix.lower()
+    if suffix == "":
+        _write_png_folder(path, arr)
+    elif suffix == ".gif":
+        _atomic_file(path, lambda tmp: _write_gif(tmp, arr, fps))
+    elif suffix in _WRITE_CODECS:
+        _atomic_file(path, lambda tmp: _write_container(tmp, arr, fps, _WRITE_CODECS[suffix],
+                                                        crf, gop, threads, path))
+    else:
+        raise VideoError(f"{path}: cannot write '{suffix}' (use .mp4, .webm, .mkv, .mov, .gif "
+                         f"or a folder path without a suffix)")
+    return path
+
+
+def _atomic_file(path: Path, write) -> None:
+    if not path.parent.exists():
+        raise VideoError(f"{path}: parent folder does not exist")
+    # Same folder as the target so os.replace is a rename on one filesystem; suffix kept so
+    # the muxer can guess the format from the name.
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_container(tmp: Path, arr: np.ndarray, fps, codec, crf, gop, threads,
+                     path: Path) -> None:
+    import av
+
+    T, H, W, _ = arr.shape
+    if H % 2 or W % 2:
+        warnings.warn(f"{path}: {H}x{W} padded to {H + H % 2}x{W + W % 2} "
+                      f"(yuv420p needs even sizes)", stacklevel=4)
+        arr = np.pad(arr, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
+        H, W = arr.shape[1:3]
+    options = {"movflags": "+faststart"} if tmp.suffix.lower() in (".mp4", ".m4v", ".mov") else {}
+    try:
+        with av.open(str(tmp), "w", options=options) as container:
+            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+            stream.codec_context.gop_size = gop
+            stream.codec_context.thread_count = threads
+            stream.options = {"crf": str(crf)} if codec == "libx264" else {
+                "crf": str(crf + 12), "b": "0", "deadline": "good", "cpu-used": "4"}
+            for frame in arr:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    except av.FFmpegError as e:
+        raise VideoError(f"{path}: could not write video ({_short(e)})") from None
+
+
+def _write_gif(tmp: Path, arr: np.ndarray, fps) -> None:
+    from PIL import Image
+
+    # GIF stores delays in 1/100 s. Pillow merges identical consecutive frames into one
+    # (keeping the timing), so a GIF may read back with fewer frames than were written.
+    images = [Image.fromarray(f) for f in arr]
+    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                   duration=max(20, round(1000 / fps)), loop=0)
+
+
+def _write_png_folder(path: Path, arr: np.ndarray) -> None:
+    from PIL import Image
+
+    if path.exists() and not path.is_dir():
+        raise VideoError(f"{path}: exists and is not a folder")
+    parent = path.parent
+    if not parent.exists():
+        raise VideoError(f"{path}: parent folder does not exist")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    old = None
+    try:
+        digits = max(5, len(str(len(arr) - 1)))
+        for i, frame in enumerate(arr):
+            Image.fromarray(frame).save(tmp / f"{i:0{digits}d}.png")
+        if path.exists():  # swap: move the old folder aside, move the new one in
+            old = parent / f".{path.name}.{uuid.uuid4().hex[:8]}.old"
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["VideoInfo", "VIDEO_EXTS", "IMAGE_EXTS", "read_clip", "read_video_info",
+           "read_image", "write_video", "resize_crop", "list_image_frames", "is_video_file",
+           "is_image_file"]
