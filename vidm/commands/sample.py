@@ -1,0 +1,222 @@
+"""`vidm generate`, `vidm interpolate` and `vidm predict`: sample videos with a pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vidm.errors import ConfigError, VideoError
+
+OUTPUT_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".gif", "")
+
+
+def _add_common(p: argparse.ArgumentParser, samples: bool = True) -> None:
+    g = p.add_argument_group("model and sampling")
+    g.add_argument("--model", default=None, help="pipeline folder (default: the bundled synth-tiny model)")
+    g.add_argument("--steps", type=int, default=None, help="solver steps per window (default: the model's, 20)")
+    g.add_argument("--sampler", default=None,
+                   help="euler, heun, dpmpp_2m or euler_ancestral (default: the model's, dpmpp_2m)")
+    g.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale on the input frames, 1 = off (default: the model's)")
+    g.add_argument("--seed", type=int, default=0, help="random seed; same seed + device = same frames (default 0)")
+    if samples:
+        g.add_argument("--samples", type=int, default=1,
+                       help="different answers for the same inputs, written as OUT_s0, OUT_s1, ... (default 1)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="network precision (auto: bf16 where the hardware has it, else fp32)")
+    o = p.add_argument_group("output")
+    o.add_argument("-o", "--output", required=True,
+                   help="output video: .mp4, .webm, .mkv, .mov, .gif, or a folder path (png frames)")
+    o.add_argument("--fps", type=float, default=None, help="output frame rate (default: the model's or the input's)")
+    o.add_argument("--strip", default=None, metavar="PNG", help="also write a side-by-side strip of inputs and results")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate videos from nothing (content model, then motion model)",
+                       description="Generate videos: the content model makes the first frame, the motion model "
+                                   "makes the rest window by window.")
+    p.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
+    p.add_argument("--num", type=int, default=1, help="number of videos, written as OUT_0, OUT_1, ... (default 1)")
+    _add_common(p, samples=False)
+    p.set_defaults(func=run_generate)
+
+    p = sub.add_parser("interpolate", help="make the frames between two images, or raise a video's frame rate",
+                       description="Two modes: `vidm interpolate A B --frames N -o OUT` makes N frames between "
+                                   "images A and B (OUT holds A, the N frames, B); `vidm interpolate --video IN "
+                                   "--factor K -o OUT` raises IN's frame rate K times.")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="the two end frames (png, jpg, ...)")
+    p.add_argument("--frames", type=int, default=7, help="in-between frames for two images (default 7)")
+    p.add_argument("--video", default=None, help="a video whose frame rate to raise (instead of two images)")
+    p.add_argument("--factor", type=int, default=None, help="frame-rate factor for --video (e.g. 2, 4)")
+    p.add_argument("--max-frames", type=int, default=None, help="read at most this many frames of --video")
+    _add_common(p)
+    p.set_defaults(func=run_interpolate)
+
+    p = sub.add_parser("predict", help="continue a video",
+                       description="Continue a video: the motion model makes --frames new frames after the "
+                                   "given ones. OUT holds the given frames followed by the new ones.")
+    p.add_argument("--video", required=True, help="the video (or image folder) to continue")
+    p.add_argument("--frames", type=int, required=True, help="number of new frames")
+    p.add_argument("--context", type=int, default=None, help="use only the last N frames of the video")
+    _add_common(p)
+    p.set_defaults(func=run_predict)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _check_output(path: str) -> Path:
+    out = Path(path)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise VideoError(f"{out}: cannot write '{out.suffix}' (use .mp4, .webm, .mkv, .mov, .gif or a folder path)")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise VideoError(f"{out}: output folder {parent} does not exist")
+    return out
+
+
+def _check_strip(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if p.suffix.lower() != ".png":
+        raise VideoError(f"{p}: --strip must be a .png path")
+    if not (p.parent if str(p.parent) else Path(".")).is_dir():
+        raise VideoError(f"{p}: output folder {p.parent} does not exist")
+    return p
+
+
+def _numbered(out: Path, tag: str, n: int) -> list[Path]:
+    if n == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{tag}{i}{out.suffix}") for i in range(n)]
+
+
+def _positive(name: str, value, minimum: int = 1) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"--{name} must be >= {minimum}, got {value}")
+
+
+def _load(args):
+    from vidm.diffusion import get_sampler
+    from vidm.pipeline import VideoPipeline
+
+    if args.sampler is not None:
+        get_sampler(args.sampler)  # an unknown name fails before the model loads
+
+    return VideoPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+
+
+def _say_resize(pipe, h: int, w: int) -> None:
+    S = pipe.config.size
+    if (h, w) != (S, S):
+        print(f"vidm: frames are {w}x{h}; the model works at {S}x{S}: resized for the model and back",
+              file=sys.stderr)
+
+
+def _write(paths: list[Path], videos, fps: float) -> None:
+    from vidm.video import write_video
+
+    for path, video in zip(paths, videos):
+        write_video(path, video, fps=fps)
+        print(f"wrote {path} ({len(video)} frames, {video.shape[2]}x{video.shape[1]}, {fps:g} fps)")
+
+
+def _strip(path: Path | None, rows, labels) -> None:
+    if path is None:
+        return
+    from vidm.strip import save_strip
+
+    h = rows[0].shape[1]
+    save_strip(path, rows, labels, scale=max(1, min(4, 128 // max(h, 1))), max_frames=12)
+    print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def run_generate(args) -> int:
+    _positive("frames", args.frames)
+    _positive("num", args.num)
+    _positive("steps", args.steps)
+    out = _check_output(args.output)
+    strip = _check_strip(args.strip)
+    pipe = _load(args)
+    videos = pipe.generate(num_frames=args.frames, num_videos=args.num, seed=args.seed, steps=args.steps,
+                           sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
+    _write(_numbered(out, "", args.num), videos, args.fps or pipe.config.fps)
+    _strip(strip, list(videos), [f"video {i}" for i in range(args.num)])
+    return 0
+
+
+def run_interpolate(args) -> int:
+    import numpy as np
+
+    from vidm.video import read_clip, read_image, read_video_info
+
+    _positive("frames", args.frames)
+    _positive("samples", args.samples)
+    _positive("steps", args.steps)
+    out = _check_output(args.output)
+    strip = _check_strip(args.strip)
+    if args.video is not None:
+        if args.images:
+            raise ConfigError("give either two images or --video, not both")
+        if args.factor is None:
+            raise ConfigError("--video needs --factor K (the frame-rate factor)")
+        _positive("factor", args.factor, 2)
+        _positive("max-frames", args.max_frames, 2)
+        frames = read_clip(args.video, num_frames=args.max_frames)
+        info = read_video_info(args.video)
+        pipe = _load(args)
+        _say_resize(pipe, *frames.shape[1:3])
+        videos = pipe.interpolate_video(frames, args.factor, samples=args.samples, seed=args.seed, steps=args.steps,
+                                        sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
+        fps = args.fps or (info.fps or pipe.config.fps) * args.factor
+        _write(_numbered(out, "s", args.samples), videos, fps)
+        _strip(strip, [frames] + list(videos), ["input"] + [f"x{args.factor} s{i}" for i in range(args.samples)])
+        return 0
+    if args.factor is not None:
+        raise ConfigError("--factor goes with --video; for two images use --frames")
+    if len(args.images) != 2:
+        raise ConfigError(f"interpolate needs two images (or --video IN --factor K), got {len(args.images)}")
+    a, b = (read_image(p) for p in args.images)
+    if a.shape != b.shape:
+        raise VideoError(f"{args.images[1]}: size {b.shape[1]}x{b.shape[0]} differs from {args.images[0]}'s "
+                         f"{a.shape[1]}x{a.shape[0]}; resize them to one size first")
+    pipe = _load(args)
+    _say_resize(pipe, *a.shape[:2])
+    mids = pipe.interpolate(a, b, num_frames=args.frames, samples=args.samples, seed=args.seed, steps=args.steps,
+                            sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
+    videos = [np.concatenate([a[None], m, b[None]]) for m in mids]
+    _write(_numbered(out, "s", args.samples), videos, args.fps or pipe.config.fps)
+    _strip(strip, videos, [f"sample {i}" for i in range(args.samples)])
+    return 0
+
+
+def run_predict(args) -> int:
+    import numpy as np
+
+    from vidm.video import read_clip, read_video_info
+
+    _positive("frames", args.frames)
+    _positive("samples", args.samples)
+    _positive("context", args.context)
+    _positive("steps", args.steps)
+    out = _check_output(args.output)
+    strip = _check_strip(args.strip)
+    frames = read_clip(args.video)
+    if args.context is not None:
+        frames = frames[-args.context:]
+    info = read_video_info(args.video)
+    pipe = _load(args)
+    _say_resize(pipe, *frames.shape[1:3])
+    future = pipe.predict(frames, args.frames, samples=args.samples, seed=args.seed, steps=args.steps,
+                          sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
+    videos = [np.concatenate([frames, f]) for f in future]
+    _write(_numbered(out, "s", args.samples), videos, args.fps or info.fps or pipe.config.fps)
+    _strip(strip, [frames] + list(future), ["given"] + [f"future s{i}" for i in range(args.samples)])
+    return 0

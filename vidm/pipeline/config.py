@@ -1,0 +1,60 @@
+"""The pipeline folder's own settings (`pipeline.json`): how the three models work together."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidm.errors import CheckpointError
+
+PIPELINE_NAME = "pipeline.json"
+FORMAT = "vidm-pipeline-1"
+STAGES = ("autoencoder", "content", "motion")
+
+
+@dataclass
+class PipelineConfig:
+    size: int = 64  # frame size the models were trained at (square)
+    window: int = 9  # frames per motion window (the motion model's training clip length)
+    context: int = 4  # frames carried into each new window when continuing a video
+    frame_step: float = 1.0  # model time units between consecutive output frames
+    max_span: float = 16.0  # longest time span of one training window (times are compressed to it)
+    fps: int = 8
+    sigma_data: float = 0.5
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    steps: int = 20
+    sampler: str = "dpmpp_2m"
+    guidance: float = 1.5  # guidance on the input frames (VIDIM); 1 = off
+    content_guidance: float = 1.0  # class guidance for a class-conditional content model
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = PIPELINE_NAME) -> "PipelineConfig":
+        d = dict(d)
+        fmt = d.pop("format", None)
+        if fmt != FORMAT:
+            raise CheckpointError(f"{where}: format {fmt!r}, expected {FORMAT!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise CheckpointError(f"{where}: unknown keys {unknown}")
+        return cls(**d)
+
+    def save(self, folder: Path) -> None:
+        (Path(folder) / PIPELINE_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> "PipelineConfig":
+        path = Path(folder) / PIPELINE_NAME
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: not a pipeline folder (missing {PIPELINE_NAME})")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(d, str(path))

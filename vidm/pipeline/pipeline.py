@@ -1,0 +1,359 @@
+"""`VideoPipeline`: autoencoder + content model + motion model, and what users do with them.
+
+    pipe = VideoPipeline.from_pretrained("runs/pipeline")          # or None: the bundled model
+    videos = pipe.generate(num_frames=32, num_videos=2, seed=0)     # uint8 (2, 32, H, W, 3)
+    mids = pipe.interpolate(a, b, num_frames=7)                     # uint8 (1, 7, H, W, 3)
+    fast = pipe.interpolate_video(frames, factor=4)                 # uint8 (1, (N-1)*4+1, H, W, 3)
+    more = pipe.predict(frames, num_future=16)                      # uint8 (1, 16, H, W, 3)
+
+Frames in and out are uint8 (H, W, 3) arrays; inputs of another size are resized to the
+models' square resolution and the results resized back. All sampling happens on latents:
+the content model makes frame 0 (VIDM), the motion model makes the other frames window by
+window with the known frames clean (RaMViD), the first frame as content anchor, and guidance
+on the input frames (VIDIM). The same seed on the same device gives the same frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidm.diffusion import (Denoiser, get_sampler, get_sigmas_karras, guided_infill_denoiser, initial_state,
+                            noise_mask_for)
+from vidm.errors import CheckpointError, ConfigError, ShapeError
+from vidm.models import AutoencoderKL, ContentUNet, MotionUNet, autocast_dtype
+from vidm.models.autoencoder import decode_frames, encode_frames
+from vidm.pipeline import plan
+from vidm.pipeline.config import STAGES, PipelineConfig
+from vidm.serialization import atomic_write_dir
+
+DTYPES = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+def default_model_dir() -> Path:
+    """The bundled pretrained pipeline shipped inside the package."""
+    return Path(__file__).resolve().parent.parent / "pretrained" / "synth-tiny"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested, but no CUDA GPU is available")
+    return device
+
+
+class VideoPipeline:
+    """Holds the three models and samples videos from them (see the module docstring)."""
+
+    def __init__(self, autoencoder: AutoencoderKL, content: ContentUNet, motion: MotionUNet,
+                 config: PipelineConfig | None = None, device=None, dtype: str = "auto"):
+        self.config = config or PipelineConfig()
+        self.device = resolve_device(device)
+        if dtype == "auto":
+            self.autocast_dtype = autocast_dtype(self.device)
+        elif dtype in DTYPES:
+            self.autocast_dtype = DTYPES[dtype]
+        else:
+            raise ConfigError(f"unknown dtype {dtype!r}; use auto, fp32, bf16 or fp16")
+        self.autoencoder = autoencoder.to(self.device).eval()
+        self.content = content.to(self.device).eval()
+        self.motion = motion.to(self.device).eval()
+        self._check_compatible()
+        self.content_denoiser = Denoiser(self.content, self.config.sigma_data)
+        self.motion_denoiser = Denoiser(self.motion, self.config.sigma_data)
+
+    # ------------------------------------------------------------------ loading and saving
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype: str = "auto"):
+        """Load a pipeline folder (`pipeline.json` + autoencoder/, content/, motion/)."""
+        path = Path(path) if path is not None else default_model_dir()
+        if not path.is_dir():
+            hint = " (the bundled model is missing from this install; pass --model DIR)" if \
+                path == default_model_dir() else ""
+            raise CheckpointError(f"{path}: model folder not found{hint}")
+        config = PipelineConfig.load(path)
+        for stage in STAGES:
+            if not (path / stage).is_dir():
+                raise CheckpointError(f"{path}: missing the {stage} stage ({path / stage}/)")
+        return cls(AutoencoderKL.from_pretrained(path / "autoencoder"), ContentUNet.from_pretrained(path / "content"),
+                   MotionUNet.from_pretrained(path / "motion"), config, device=device, dtype=dtype)
+
+    def save_pretrained(self, path: str | os.PathLike, weights_dtype: torch.dtype | None = torch.float16) -> Path:
+        """Write the pipeline folder atomically (fp16 weights by default: half the size)."""
+        def write(tmp: Path) -> None:
+            self.config.save(tmp)
+            self.autoencoder.save_pretrained(tmp / "autoencoder", dtype=weights_dtype)
+            self.content.save_pretrained(tmp / "content", dtype=weights_dtype)
+            self.motion.save_pretrained(tmp / "motion", dtype=weights_dtype)
+        return atomic_write_dir(path, write)
+
+    def _check_compatible(self) -> None:
+        c = self.autoencoder.config.latent_channels
+        for name, m in (("content", self.content), ("motion", self.motion)):
+            if m.config.in_channels != c:
+                raise CheckpointError(f"the {name} model takes {m.config.in_channels} latent channels, "
+                                      f"the autoencoder makes {c}")
+        f = self.autoencoder.config.downsample_factor
+        if self.config.size % f:
+            raise CheckpointError(f"pipeline size {self.config.size} is not divisible by the autoencoder's "
+                                  f"downsampling factor {f}")
+        if self.config.window < 3:
+            raise CheckpointError(f"pipeline window must be >= 3, got {self.config.window}")
+
+    # ------------------------------------------------------------------ pixels <-> latents
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def to_model_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> float (N, 3, S, S) in [-1, 1] at the models' size S."""
+        frames = _check_frames(frames)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        S = self.config.size
+        if x.shape[-2:] != (S, S):
+            # antialias: downscaling large frames without it aliases thin edges.
+            x = torch.nn.functional.interpolate(x, size=(S, S), mode="bicubic", antialias=True,
+                                                align_corners=False).clamp(-1, 1)
+        return x.to(self.device)
+
+    def from_model_frames(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+        """float (N, 3, S, S) in [-1, 1] -> uint8 (N, H, W, 3), resized to `size` = (H, W) if given."""
+        x = x.float().cpu()
+        if size is not None and tuple(x.shape[-2:]) != tuple(size):
+            x = torch.nn.functional.interpolate(x, size=tuple(size), mode="bicubic", antialias=True,
+                                                align_corners=False)
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 2, 3, 1).numpy()
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> scaled latents (N, C, h, w) (posterior means)."""
+        with self._autocast():
+            return encode_frames(self.autoencoder, self.to_model_frames(frames)).float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Scaled latents (N, C, h, w) -> uint8 (N, H, W, 3)."""
+        with self._autocast():
+            x = decode_frames(self.autoencoder, latents.to(self.device))
+        return self.from_model_frames(x, size)
+
+    # ------------------------------------------------------------------ sampling pieces
+
+    def _settings(self, steps, sampler, guidance):
+        steps = self.config.steps if steps is None else int(steps)
+        sampler = self.config.sampler if sampler is None else sampler
+        guidance = self.config.guidance if guidance is None else float(guidance)
+        if steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {steps}")
+        get_sampler(sampler)  # raises on an unknown name
+        return steps, sampler, guidance
+
+    def _sigmas(self, steps: int) -> torch.Tensor:
+        return get_sigmas_karras(steps, self.config.sigma_min, self.config.sigma_max, device=self.device,
+                                 dtype=torch.float32)
+
+    def _run_sampler(self, sampler: str, denoise, x, sigmas, generator, noise_mask, bar):
+        fn = get_sampler(sampler)
+        kwargs = {"noise_mask": noise_mask} if sampler == "euler_ancestral" else {}
+        callback = (lambda info: bar.update(1)) if bar is not None else None
+        with self._autocast():
+            return fn(denoise, x, sigmas, callback=callback, generator=generator, **kwargs)
+
+    @torch.no_grad()
+    def sample_first_frames(self, num: int, generator: torch.Generator, steps: int, sampler: str,
+                            bar=None, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Content model: `num` first latent frames (num, C, h, w)."""
+        C, h, w = self._latent_shape()
+        sigmas = self._sigmas(steps)
+        x = torch.randn((num, C, h, w), generator=generator, device=self.device) * sigmas[0]
+        cond = {} if class_labels is None else {"class_labels": class_labels.to(self.device)}
+        denoise = lambda x, s: self.content_denoiser(x, s, **cond)  # noqa: E731
+        return self._run_sampler(sampler, denoise, x, sigmas, generator, None, bar)
+
+    @torch.no_grad()
+    def sample_window(self, x_known: torch.Tensor, known: torch.Tensor, times: torch.Tensor,
+                      anchor: torch.Tensor | None, generator: torch.Generator, steps: int, sampler: str,
+                      guidance: float, bar=None) -> torch.Tensor:
+        """Motion model, one window: x_known (B, T, C, h, w) with the known frames in place,
+        known (B, T) bool, times (B, T), anchor (B, C, h, w) -> (B, T, C, h, w)."""
+        sigmas = self._sigmas(steps)
+        x = initial_state(x_known, known, float(sigmas[0]), generator)
+        cond = {"times": times, "anchor": anchor}
+        denoise = guided_infill_denoiser(self.motion_denoiser, known, guidance, cond=cond, generator=generator)
+        return self._run_sampler(sampler, denoise, x, sigmas, generator, noise_mask_for(known), bar)
+
+    def _latent_shape(self) -> tuple[int, int, int]:
+        f = self.autoencoder.config.downsample_factor
+        return self.autoencoder.config.latent_channels, self.config.size // f, self.config.size // f
+
+    def _fill(self, z: torch.Tensor, made: torch.Tensor, windows: list[list[int]], anchor: torch.Tensor,
+              generator: torch.Generator, steps: int, sampler: str, guidance: float, bar) -> torch.Tensor:
+        """Sample every window in order. z (B, N, C, h, w) latents with made (N,) bool marking the
+        frames already there; each window's made frames are its known frames."""
+        B = z.shape[0]
+        for positions in windows:
+            idx = torch.tensor(positions, device=self.device)
+            known = made[idx].expand(B, -1).clone()
+            if bool(known.all()):
+                continue
+            times = torch.tensor(plan.window_times(positions, self.config.frame_step, self.config.max_span),
+                                 device=self.device, dtype=torch.float32).expand(B, -1)
+            out = self.sample_window(z[:, idx], known, times, anchor, generator, steps, sampler, guidance, bar)
+            z[:, idx] = out.to(z.dtype)
+            made[idx] = True
+        return z
+
+    def _progress(self, total: int, desc: str, progress: bool):
+        if not progress:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc=desc, unit="step", leave=False)
+
+    # ------------------------------------------------------------------ what users call
+
+    @torch.no_grad()
+    def generate(self, num_frames: int = 16, num_videos: int = 1, seed: int = 0, steps: int | None = None,
+                 sampler: str | None = None, guidance: float | None = None, progress: bool = False) -> np.ndarray:
+        """Unconditional videos: uint8 (num_videos, num_frames, S, S, 3)."""
+        _check_count("num_frames", num_frames, 1)
+        _check_count("num_videos", num_videos, 1)
+        steps, sampler, guidance = self._settings(steps, sampler, guidance)
+        windows = plan.plan_continuation(1, num_frames, self.config.window, self.config.context)
+        gen = torch.Generator(self.device).manual_seed(int(seed))
+        bar = self._progress(steps * (1 + len(windows)), "generate", progress)
+        try:
+            z0 = self.sample_first_frames(num_videos, gen, steps, sampler, bar)
+            z = z0.new_zeros((num_videos, num_frames, *z0.shape[1:]))
+            z[:, 0] = z0
+            made = torch.zeros(num_frames, dtype=torch.bool, device=self.device)
+            made[0] = True
+            z = self._fill(z, made, windows, z0, gen, steps, sampler, guidance, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self._decode_videos(z)
+
+    @torch.no_grad()
+    def interpolate(self, start: np.ndarray, end: np.ndarray, num_frames: int = 7, samples: int = 1, seed: int = 0,
+                    steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
+                    progress: bool = False) -> np.ndarray:
+        """The `num_frames` frames between `start` and `end` (uint8 (H, W, 3) each, same size):
+        uint8 (samples, num_frames, H, W, 3). More in-betweens than one window holds are filled
+        hierarchically (key frames first)."""
+        _check_count("num_frames", num_frames, 1)
+        _check_count("samples", samples, 1)
+        start, end = _check_frame(start, "start"), _check_frame(end, "end")
+        if start.shape != end.shape:
+            raise ShapeError(f"start and end frames differ in size: {start.shape[1]}x{start.shape[0]} vs "
+                             f"{end.shape[1]}x{end.shape[0]}")
+        steps, sampler, guidance = self._settings(steps, sampler, guidance)
+        n = num_frames + 2
+        windows = plan.plan_infill(n, self.config.window)
+        gen = torch.Generator(self.device).manual_seed(int(seed))
+        ends = self.encode(np.stack([start, end]))  # (2, C, h, w)
+        z = ends.new_zeros((samples, n, *ends.shape[1:]))
+        z[:, 0], z[:, -1] = ends[0], ends[1]
+        made = torch.zeros(n, dtype=torch.bool, device=self.device)
+        made[0] = made[-1] = True
+        bar = self._progress(steps * len(windows), "interpolate", progress)
+        try:
+            z = self._fill(z, made, windows, z[:, 0].clone(), gen, steps, sampler, guidance, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self._decode_videos(z[:, 1:-1], size=start.shape[:2])
+
+    @torch.no_grad()
+    def interpolate_video(self, frames: np.ndarray, factor: int, samples: int = 1, seed: int = 0,
+                          steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
+                          progress: bool = False) -> np.ndarray:
+        """Raise the frame rate of uint8 (N, H, W, 3) by an integer `factor`:
+        uint8 (samples, (N - 1) * factor + 1, H, W, 3); the input frames are kept as given."""
+        frames = _check_frames(frames)
+        _check_count("factor", factor, 1)
+        _check_count("samples", samples, 1)
+        if len(frames) < 2:
+            raise ShapeError(f"interpolate_video needs at least 2 frames, got {len(frames)}")
+        steps, sampler, guidance = self._settings(steps, sampler, guidance)
+        n, windows = plan.plan_upsample(len(frames), factor, self.config.window)
+        gen = torch.Generator(self.device).manual_seed(int(seed))
+        given = self.encode(frames)  # (N, C, h, w)
+        z = given.new_zeros((samples, n, *given.shape[1:]))
+        made = torch.zeros(n, dtype=torch.bool, device=self.device)
+        z[:, ::factor] = given
+        made[::factor] = True
+        bar = self._progress(steps * len(windows), "interpolate", progress)
+        try:
+            z = self._fill(z, made, windows, z[:, 0].clone(), gen, steps, sampler, guidance, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        out = self._decode_videos(z, size=frames.shape[1:3])
+        out[:, ::factor] = frames  # the given frames exactly, not their autoencoder round trip
+        return out
+
+    @torch.no_grad()
+    def predict(self, frames: np.ndarray, num_future: int, samples: int = 1, seed: int = 0,
+                steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
+                progress: bool = False) -> np.ndarray:
+        """Continue a clip uint8 (N, H, W, 3): uint8 (samples, num_future, H, W, 3)."""
+        frames = _check_frames(frames)
+        _check_count("num_future", num_future, 1)
+        _check_count("samples", samples, 1)
+        steps, sampler, guidance = self._settings(steps, sampler, guidance)
+        given = self.encode(frames)
+        n_given = len(frames)
+        n = n_given + num_future
+        windows = plan.plan_continuation(n_given, n, self.config.window, self.config.context)
+        gen = torch.Generator(self.device).manual_seed(int(seed))
+        z = given.new_zeros((samples, n, *given.shape[1:]))
+        z[:, :n_given] = given
+        made = torch.zeros(n, dtype=torch.bool, device=self.device)
+        made[:n_given] = True
+        bar = self._progress(steps * len(windows), "predict", progress)
+        try:
+            z = self._fill(z, made, windows, z[:, 0].clone(), gen, steps, sampler, guidance, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self._decode_videos(z[:, n_given:], size=frames.shape[1:3])
+
+    def _decode_videos(self, z: torch.Tensor, size=None) -> np.ndarray:
+        B, T = z.shape[:2]
+        frames = self.decode(z.reshape(B * T, *z.shape[2:]), size)
+        return frames.reshape(B, T, *frames.shape[1:])
+
+
+def _check_count(name: str, value, minimum: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_frame(frame: np.ndarray, name: str) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ShapeError(f"{name} must be a uint8 (H, W, 3) image, got {frame.dtype} {frame.shape}")
+    return frame
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+        raise ShapeError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+    if len(frames) == 0:
+        raise ShapeError("no frames given")
+    return frames
