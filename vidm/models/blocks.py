@@ -1,0 +1,167 @@
+"""UNet / autoencoder building blocks.
+
+Every GroupNorm(+scale/shift+SiLU) goes through `kernels.group_norm` and every attention through
+`kernels.attention` (q, k, v as (B, heads, N, head_dim)), so the Triton path replaces them without
+touching the models. Output layers (second conv of a ResBlock, attention output projections,
+final convs) start at zero.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+import kernels
+from vidm.errors import ConfigError, ShapeError
+from vidm.models.configs import SUPPORTED_HEAD_DIMS
+from vidm.models.embeddings import FrameTimeEncoding, zero_module
+
+
+class GroupNorm(nn.Module):
+    """GroupNorm with an optional per-sample scale/shift and SiLU, fused in `kernels.group_norm`."""
+
+    def __init__(self, channels: int, num_groups: int, act: str | None = None, eps: float = 1e-5):
+        super().__init__()
+        if channels % num_groups:
+            raise ConfigError(f"GroupNorm: {channels} channels not divisible by num_groups={num_groups}")
+        self.num_groups, self.act, self.eps = num_groups, act, eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
+                shift: torch.Tensor | None = None) -> torch.Tensor:
+        # x (N, C, *spatial); scale/shift (N, C)
+        return kernels.group_norm(x, self.num_groups, self.weight, self.bias, scale, shift,
+                                  act=self.act, eps=self.eps)
+
+
+class ResBlock(nn.Module):
+    """(GroupNorm -> per-sample scale/shift from the embedding -> SiLU -> conv) x 2, plus skip.
+
+    With emb_dim=None (the autoencoder) the norms have no scale/shift. The skip is a 1x1 conv
+    when the channel count changes. The second conv starts at zero, so the block starts as
+    its skip path.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None, num_groups: int, dropout: float = 0.0):
+        super().__init__()
+        self.in_ch, self.out_ch = in_ch, out_ch
+        self.norm1 = GroupNorm(in_ch, num_groups, act="silu")
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = GroupNorm(out_ch, num_groups, act="silu")
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_module(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        # One linear gives (scale1, shift1, scale2, shift2).
+        self.emb_proj = (nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * in_ch + 2 * out_ch))
+                         if emb_dim is not None else None)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        # x (N, in_ch, H, W), emb (N, emb_dim) -> (N, out_ch, H, W)
+        s1 = b1 = s2 = b2 = None
+        if self.emb_proj is not None:
+            s1, b1, s2, b2 = self.emb_proj(emb).split([self.in_ch, self.in_ch, self.out_ch, self.out_ch], dim=1)
+        h = self.conv1(self.norm1(x, s1, b1))
+        h = self.conv2(self.dropout(self.norm2(h, s2, b2)))
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    """Strided 3x3 conv, halves H and W."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest x2 then 3x3 conv (no checkerboard artefacts of transposed convs)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def _num_heads(channels: int, head_dim: int, where: str) -> int:
+    if head_dim not in SUPPORTED_HEAD_DIMS:
+        raise ConfigError(f"{where}: head_dim must be one of {SUPPORTED_HEAD_DIMS}, got {head_dim}")
+    if channels % head_dim:
+        raise ConfigError(f"{where}: {channels} channels not divisible by head_dim={head_dim}")
+    return channels // head_dim
+
+
+class SpatialAttention(nn.Module):
+    """Self-attention over the H*W positions of each frame (residual, pre-norm)."""
+
+    def __init__(self, channels: int, head_dim: int, num_groups: int):
+        super().__init__()
+        self.heads = _num_heads(channels, head_dim, "SpatialAttention")
+        self.norm = GroupNorm(channels, num_groups)
+        self.to_qkv = nn.Linear(channels, 3 * channels)
+        self.to_out = zero_module(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x (N, C, H, W)
+        H, W = x.shape[-2:]
+        tokens = rearrange(self.norm(x), "n c h w -> n (h w) c")
+        q, k, v = rearrange(self.to_qkv(tokens), "n l (three heads d) -> three n heads l d",
+                            three=3, heads=self.heads)
+        out = kernels.attention(q, k, v)  # (N, heads, H*W, d)
+        out = self.to_out(rearrange(out, "n heads l d -> n l (heads d)"))
+        return x + rearrange(out, "n (h w) c -> n c h w", h=H, w=W)
+
+
+# processor(module, q, k, v) -> out, all (B*h*w, heads, T, d): lets a caller capture or replace
+# temporal attention maps (e.g. dual-directional sampling feeds one model's maps, flipped, to
+# another) without editing this file. None = kernels.attention.
+AttentionProcessor = Callable[["TemporalAttention", torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention across the T frames at each spatial position (residual, pre-norm).
+
+    Tokens are laid out (B*h*w, heads, T, d). Each frame's token gets a positional encoding of its
+    real-valued time (B, T) added before the projections, so the block sees frame spacing and is
+    equivariant to permuting frames together with their times. q/k/v/out are separate layers so
+    a fine-tune can train only some of them (e.g. to_v and to_out).
+    """
+
+    def __init__(self, channels: int, head_dim: int, num_groups: int, max_period: float = 10000.0):
+        super().__init__()
+        self.heads = _num_heads(channels, head_dim, "TemporalAttention")
+        self.norm = GroupNorm(channels, num_groups)
+        self.time_enc = FrameTimeEncoding(channels, max_period)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = nn.Linear(channels, channels)
+        self.to_v = nn.Linear(channels, channels)
+        self.to_out = zero_module(nn.Linear(channels, channels))
+        self.processor: AttentionProcessor | None = None
+
+    def forward(self, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        # x (B*T, C, H, W) frames of each video consecutive; times (B, T)
+        B, T = times.shape
+        if x.shape[0] != B * T:
+            raise ShapeError(f"TemporalAttention: x has {x.shape[0]} frames, times says B*T = {B}*{T}")
+        H, W = x.shape[-2:]
+        tokens = rearrange(self.norm(x), "(b t) c h w -> b (h w) t c", b=B, t=T)
+        tokens = tokens + self.time_enc(times).to(tokens.dtype)[:, None]  # (B, 1, T, C) broadcast over h*w
+        q, k, v = (rearrange(proj(tokens), "b l t (heads d) -> (b l) heads t d", heads=self.heads)
+                   for proj in (self.to_q, self.to_k, self.to_v))
+        out = (self.processor(self, q, k, v) if self.processor is not None
+               else kernels.attention(q, k, v))  # (B*h*w, heads, T, d)
+        out = self.to_out(rearrange(out, "(b l) heads t d -> b l t (heads d)", b=B))
+        return x + rearrange(out, "b (h w) t c -> (b t) c h w", h=H, w=W)
+
+
+__all__ = ["GroupNorm", "ResBlock", "Downsample", "Upsample", "SpatialAttention", "TemporalAttention",
+           "AttentionProcessor"]

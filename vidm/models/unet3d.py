@@ -1,0 +1,92 @@
+"""Motion backbone: a factorised 3-D UNet over a window of T latent frames (VIDM motion model
+with RaMViD / VIDIM conditioning).
+
+Per frame, the input channels are
+    [frame (C) | known mask (1) | content anchor (C) | anchor-present (1)]      -> 2C + 2
+The frame is clean where known, noisy elsewhere (the `Denoiser` decides); the anchor is the
+video's first latent frame broadcast to every frame (zeros, with anchor-present = 0, when it is
+dropped for guidance or absent). Each frame gets its own noise embedding (c_noise (B, T)) plus a
+learned "known" embedding, and its real-valued time enters through the temporal attention's
+positional encoding. Spatial convs/attention work per frame; temporal attention mixes frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from einops import rearrange, repeat
+
+from vidm.errors import ShapeError
+from vidm.models.configs import MotionUNetConfig
+from vidm.models.embeddings import NoiseEmbedding
+from vidm.models.pretrained import PretrainedMixin
+from vidm.models.unet_body import UNetBody, check_channels, check_spatial
+
+
+class MotionUNet(PretrainedMixin, nn.Module):
+    """forward(x, c_noise, known, times, anchor=None, anchor_mask=None) -> (B, T, C, h, w).
+
+    x (B, T, C, h, w); c_noise (B, T) (or (B,) for one level for all frames); known (B, T) bool;
+    times (B, T) float frame positions (any spacing; use frame units with the anchor at 0);
+    anchor (B, C, h, w) or None; anchor_mask (B,) bool, False = anchor dropped for that sample.
+    Works for any T >= 1.
+    """
+
+    config_class = MotionUNetConfig
+
+    def __init__(self, config: MotionUNetConfig):
+        super().__init__()
+        self.config = config
+        C = config.in_channels
+        self.noise_embed = NoiseEmbedding(config.model_channels, config.emb_dim)
+        self.known_embed = nn.Embedding(2, config.emb_dim)  # row 0 = unknown, row 1 = known
+        nn.init.normal_(self.known_embed.weight, std=0.1)
+        self.body = UNetBody(config, 2 * C + 2, C, temporal_levels=config.temporal_levels,
+                             time_max_period=config.time_max_period)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, known: torch.Tensor, times: torch.Tensor,
+                anchor: torch.Tensor | None = None, anchor_mask: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        if x.ndim != 5:
+            raise ShapeError(f"MotionUNet: x must be (B, T, C, h, w), got shape {tuple(x.shape)}")
+        B, T, C, h, w = x.shape
+        check_channels(C, cfg.in_channels, "MotionUNet: x")
+        check_spatial(h, w, cfg.downsample_factor, "MotionUNet")
+        dev = x.device
+        # Samplers may keep float64 state: compute in the weights' dtype (autocast still applies).
+        x = x.to(self.body.conv_in.weight.dtype)
+        c_noise = torch.as_tensor(c_noise, device=dev)
+        if c_noise.ndim == 1 and c_noise.shape[0] == B:
+            c_noise = c_noise[:, None].expand(B, T)
+        for name, t in (("c_noise", c_noise), ("known", known), ("times", times)):
+            if tuple(t.shape) != (B, T):
+                raise ShapeError(f"MotionUNet: {name} must be (B, T) = ({B}, {T}), got {tuple(t.shape)}")
+        known = known.to(device=dev, dtype=torch.bool)
+        times = times.to(device=dev, dtype=torch.float32)
+
+        present = torch.zeros(B, dtype=torch.bool, device=dev)
+        if anchor is None:
+            anchor = x.new_zeros(B, C, h, w)
+        else:
+            if tuple(anchor.shape) != (B, C, h, w):
+                raise ShapeError(f"MotionUNet: anchor must be (B, C, h, w) = {(B, C, h, w)}, "
+                                 f"got {tuple(anchor.shape)}")
+            present = torch.ones(B, dtype=torch.bool, device=dev)
+            if anchor_mask is not None:
+                if tuple(anchor_mask.shape) != (B,):
+                    raise ShapeError(f"MotionUNet: anchor_mask must be (B,) = ({B},), got {tuple(anchor_mask.shape)}")
+                present = anchor_mask.to(device=dev, dtype=torch.bool)
+            # Dropped anchors become exact zeros (where, not multiply: no NaN/inf leaks through).
+            anchor = torch.where(present[:, None, None, None], anchor.to(x.dtype), torch.zeros_like(x[:, 0]))
+
+        known_ch = repeat(known.to(x.dtype), "b t -> b t 1 h w", h=h, w=w)
+        anchor_ch = repeat(anchor, "b c h w -> b t c h w", t=T)
+        present_ch = repeat(present.to(x.dtype), "b -> b t 1 h w", t=T, h=h, w=w)
+        inp = torch.cat([x, known_ch, anchor_ch, present_ch], dim=2)  # (B, T, 2C+2, h, w)
+
+        emb = self.noise_embed(c_noise.reshape(-1)) + self.known_embed(known.reshape(-1).long())  # (B*T, E)
+        out = self.body(rearrange(inp, "b t c h w -> (b t) c h w"), emb, times)
+        return rearrange(out, "(b t) c h w -> b t c h w", b=B)
+
+
+__all__ = ["MotionUNet"]

@@ -1,0 +1,118 @@
+"""The UNet body shared by the content (2-D) and motion (factorised 3-D) backbones.
+
+It works on frames (N, C, H, W) with a per-frame embedding (N, E). The motion backbone passes
+its videos flattened as N = B*T frames plus `times` (B, T); its temporal-attention layers then
+mix information across the T frames of each video. Without temporal levels this is a plain
+ADM-style 2-D UNet.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from vidm.errors import ShapeError
+from vidm.models.blocks import Downsample, GroupNorm, ResBlock, SpatialAttention, TemporalAttention, Upsample
+from vidm.models.configs import UNetConfig
+from vidm.models.embeddings import zero_module
+
+
+class Stage(nn.ModuleList):
+    """A sequence of blocks that each take what they need: ResBlock (h, emb), TemporalAttention
+    (h, times), the rest (h)."""
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, times: torch.Tensor | None) -> torch.Tensor:
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                h = layer(h, emb)
+            elif isinstance(layer, TemporalAttention):
+                h = layer(h, times)
+            else:
+                h = layer(h)
+        return h
+
+
+class UNetBody(nn.Module):
+    """conv_in -> encoder levels (ResBlocks [+ attn], Downsample) -> middle -> decoder levels with
+    skip concatenation -> GroupNorm+SiLU -> conv_out (zero-init: an untrained body outputs 0)."""
+
+    def __init__(self, cfg: UNetConfig, in_channels: int, out_channels: int,
+                 temporal_levels: tuple[int, ...] = (), time_max_period: float = 10000.0):
+        super().__init__()
+        chans = cfg.level_channels()
+        E, G, nres, last = cfg.emb_dim, cfg.norm_groups, cfg.num_res_blocks, len(chans) - 1
+        self.temporal = bool(temporal_levels)
+        self.grad_checkpointing = False
+
+        def attn(level: int, c: int) -> list[nn.Module]:
+            out: list[nn.Module] = []
+            if level in cfg.attn_levels:
+                out.append(SpatialAttention(c, cfg.head_dim, G))
+            if level in temporal_levels:
+                out.append(TemporalAttention(c, cfg.head_dim, G, time_max_period))
+            return out
+
+        self.conv_in = nn.Conv2d(in_channels, chans[0], 3, padding=1)
+        cur, skips = chans[0], [chans[0]]
+        self.down = nn.ModuleList()
+        for lv, c in enumerate(chans):
+            for _ in range(nres):
+                self.down.append(Stage([ResBlock(cur, c, E, G, cfg.dropout), *attn(lv, c)]))
+                cur = c
+                skips.append(cur)
+            if lv != last:
+                self.down.append(Stage([Downsample(cur)]))
+                skips.append(cur)
+
+        mid: list[nn.Module] = [ResBlock(cur, cur, E, G, cfg.dropout), SpatialAttention(cur, cfg.head_dim, G)]
+        if self.temporal:
+            mid.append(TemporalAttention(cur, cfg.head_dim, G, time_max_period))
+        mid.append(ResBlock(cur, cur, E, G, cfg.dropout))
+        self.mid = Stage(mid)
+
+        self.up = nn.ModuleList()
+        for lv in reversed(range(len(chans))):
+            c = chans[lv]
+            for i in range(nres + 1):
+                layers = [ResBlock(cur + skips.pop(), c, E, G, cfg.dropout), *attn(lv, c)]
+                cur = c
+                if lv != 0 and i == nres:
+                    layers.append(Upsample(cur))
+                self.up.append(Stage(layers))
+        assert not skips
+
+        self.norm_out = GroupNorm(cur, G, act="silu")
+        self.conv_out = zero_module(nn.Conv2d(cur, out_channels, 3, padding=1))
+
+    def _run(self, stage: Stage, h, emb, times):
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(stage, h, emb, times, use_reentrant=False)
+        return stage(h, emb, times)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        # x (N, C_in, H, W), emb (N, E), times (B, T) with N = B*T (temporal bodies only)
+        h = self.conv_in(x)
+        hs = [h]
+        for stage in self.down:
+            h = self._run(stage, h, emb, times)
+            hs.append(h)
+        h = self._run(self.mid, h, emb, times)
+        for stage in self.up:
+            h = self._run(stage, torch.cat([h, hs.pop()], dim=1), emb, times)
+        return self.conv_out(self.norm_out(h))
+
+
+def check_spatial(h: int, w: int, factor: int, where: str) -> None:
+    """Raise ShapeError unless both spatial sizes are multiples of the total downsampling factor."""
+    if h % factor or w % factor or h == 0 or w == 0:
+        raise ShapeError(f"{where}: spatial size {h}x{w} must be divisible by the total downsampling "
+                         f"factor {factor} (height and width both multiples of {factor})")
+
+
+def check_channels(c: int, expected: int, where: str) -> None:
+    if c != expected:
+        raise ShapeError(f"{where}: expected {expected} channels, got {c}")
+
+
+__all__ = ["UNetBody", "Stage", "check_spatial", "check_channels"]
