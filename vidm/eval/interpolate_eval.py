@@ -1,0 +1,370 @@
+"""Frame-interpolation evaluation: cut held-out clips, run the model and the baselines on
+identical inputs, score them (the loop behind `vidm eval interpolate`, callable from Python).
+
+    clips = cut_clips("data/heldout", num=50, length=max(gaps) + 1, seed=0)
+    result = evaluate_interpolation(clips, gaps=[2, 4, 8], methods=["model", "crossfade", "flow"],
+                                    pipe=pipe, samples=1)
+    result.report["summary"]["flow"]["4"]["psnr"]        # {mean, lo, hi, std, n}
+
+Protocol. Clip c is frames s_c .. s_c + G of one video (G = the largest gap). For gap g every
+method gets start = frame s_c and end = frame s_c + g and makes the g - 1 frames between; they
+are scored against the true frames s_c + 1 .. s_c + g - 1. The same clips and start frames
+serve every gap and method, so differences between methods are paired (same inputs).
+
+Per clip and gap (means over the in-between frames):
+- psnr: per-frame PSNR (dB, data range 255), capped at 100 dB so an exact frame stays finite.
+- ssim: per-frame SSIM (Gaussian window 11x11, sigma 1.5).
+- pos_err / miss_rate (synthetic videos with their ground-truth JSON only): the object-position
+  error in px and the share of visible objects not found by colour (`vidm.eval.positions`).
+- warp_err (`warping=True`): temporal warping error of start, in-betweens, end, with flow taken
+  on the ground truth (`vidm.eval.metrics.warping_error`).
+With samples S > 1 (the model only; the baselines are deterministic):
+- "model" rows average each metric over the S samples (the expected quality of one draw);
+- "model_best_of_S" rows take, per clip, the sample with the highest PSNR (an oracle pick: the
+  upper bound of what a good sample selector could reach);
+- diversity: the mean absolute pixel difference between two samples, averaged over all sample
+  pairs, frames, pixels and channels, in [0, 1] intensity units (0: every sample identical).
+  High diversity where motion is ambiguous is the point of a generative interpolator.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vidm.errors import ConfigError, NotEnoughFramesError, NoVideosError, ShapeError, VideoError
+
+PSNR_CAP = 100.0  # dB; identical frames would otherwise give +inf
+SSIM_MIN_SIZE = 11  # the SSIM window
+
+# ---------------------------------------------------------------------------------- clips
+
+
+@dataclass
+class Clip:
+    """One held-out clip: `length` consecutive frames of `video` from frame `start`."""
+
+    index: int
+    video: str
+    start: int
+    frames: np.ndarray  # uint8 (L, H, W, 3)
+    meta: dict | None = None  # synthetic ground truth (`vidm data synth` JSON) when present and usable
+
+
+def parse_gaps(text: str) -> list[int]:
+    """'2,4,8' -> [2, 4, 8] (sorted, unique); every gap >= 2 (gap 1 has no frame in between)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    try:
+        gaps = sorted({int(p) for p in parts})
+    except ValueError:
+        raise ConfigError(f"--gaps {text!r}: expected comma-separated integers such as 2,4,8") from None
+    if not gaps:
+        raise ConfigError(f"--gaps {text!r}: no gap given (e.g. --gaps 2,4,8)")
+    if gaps[0] < 2:
+        raise ConfigError(f"--gaps {text!r}: every gap must be >= 2 (a gap of g frames has g-1 frames between)")
+    return gaps
+
+
+def index_videos(data: str | Path, progress: bool = False):
+    """Usable videos under `data` (VideoEntry list); clear errors for a missing or empty folder."""
+    from vidm.data.index import build_index
+
+    root = Path(data)
+    if not root.exists():
+        raise VideoError(f"--data {root}: no such folder")
+    if not root.is_dir():
+        raise VideoError(f"--data {root}: not a folder")
+    index = build_index(root, progress=progress)
+    if not index.videos:
+        extra = f" ({len(index.skipped)} unreadable)" if index.skipped else ""
+        raise NoVideosError(f"--data {root}: no usable videos{extra}")
+    return index
+
+
+def choose_clips(videos, num: int, length: int, seed: int) -> list[tuple[object, int]]:
+    """Pick `num` distinct (video, start) pairs, uniformly over all clip positions where
+    `length` frames fit, with a seeded generator: the same folder and seed give the same clips.
+    Fewer come back when the folder holds fewer distinct positions."""
+    eligible = [v for v in videos if v.num_frames >= length]
+    if not eligible:
+        longest = max(v.num_frames for v in videos)
+        raise NotEnoughFramesError(
+            f"no video is long enough: a clip needs {length} frames, the longest video has {longest}")
+    counts = np.array([v.num_frames - length + 1 for v in eligible], dtype=np.int64)  # starts per video
+    total = int(counts.sum())
+    rng = np.random.default_rng(seed)
+    flat = rng.permutation(total) if num >= total else rng.choice(total, size=num, replace=False)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    vid = np.searchsorted(offsets, flat, side="right") - 1
+    return [(eligible[v], int(f - offsets[v])) for v, f in zip(vid, flat)]
+
+
+def _synth_meta(video: str, height: int, width: int) -> dict | None:
+    """The synthetic ground truth next to `video`, when there is one at the frames' resolution."""
+    from vidm.eval.positions import load_synth_meta
+
+    path = Path(video).with_suffix(".json")
+    if not path.is_file():
+        return None
+    try:
+        meta = load_synth_meta(path)
+    except VideoError:
+        return None  # some other JSON: no ground truth
+    return meta if (meta.get("height"), meta.get("width")) == (height, width) else None
+
+
+def cut_clips(data: str | Path, num: int, length: int, seed: int = 0, size=None,
+              progress: bool = False) -> list[Clip]:
+    """`num` held-out clips of `length` frames from the videos under `data` (see `choose_clips`).
+    size: None keeps the native resolution (needed for the synthetic position metric); an int
+    resizes (short side) and centre-crops to a square, as `vidm.video.read_clip`."""
+    from tqdm.auto import tqdm
+
+    from vidm.video import read_clip
+
+    if num < 1:
+        raise ConfigError(f"--clips must be >= 1, got {num}")
+    index = index_videos(data, progress)
+    picks = choose_clips(index.videos, num, length, seed)
+    clips = []
+    for i, (entry, start) in enumerate(tqdm(picks, desc="reading clips", unit="clip", leave=False,
+                                            disable=not progress)):
+        frames = read_clip(entry.path, start=start, num_frames=length, size=size)
+        if min(frames.shape[1:3]) < SSIM_MIN_SIZE:
+            raise ShapeError(f"{entry.path}: frames are {frames.shape[2]}x{frames.shape[1]}; "
+                             f"SSIM needs at least {SSIM_MIN_SIZE}x{SSIM_MIN_SIZE}")
+        clips.append(Clip(i, entry.path, start, frames, _synth_meta(entry.path, *frames.shape[1:3])))
+    return clips
+
+
+# ---------------------------------------------------------------------------------- the model
+
+
+def interpolate_batch(pipe, starts: np.ndarray, ends: np.ndarray, num_frames: int, samples: int = 1,
+                      seed: int = 0, steps=None, sampler=None, guidance=None) -> np.ndarray:
+    """`VideoPipeline.interpolate` for B pairs in one sampler run (B x samples videos per batch:
+    on CPU a batch of 8 costs ~2-3x one, not 8x).
+
+    starts, ends: uint8 (B, H, W, 3) -> uint8 (B, samples, num_frames, H, W, 3).
+    With B == 1 this is exactly `pipe.interpolate(start, end, ...)` with the same seed; with
+    B > 1 each clip's noise depends on its place in the batch (reproducible for a fixed batch).
+    """
+    import torch
+    from einops import rearrange
+
+    from vidm.pipeline import plan
+
+    starts, ends = np.asarray(starts), np.asarray(ends)
+    if starts.ndim != 4 or starts.shape != ends.shape or starts.dtype != np.uint8 or ends.dtype != np.uint8:
+        raise ShapeError(f"interpolate_batch: starts/ends must be uint8 (B, H, W, 3) of one shape, "
+                         f"got {starts.dtype} {starts.shape} and {ends.dtype} {ends.shape}")
+    B = len(starts)
+    steps, sampler, guidance = pipe._settings(steps, sampler, guidance)
+    n = num_frames + 2
+    windows = plan.plan_infill(n, pipe.config.window)
+    gen = torch.Generator(pipe.device).manual_seed(int(seed))
+    # One encode call for all end frames (with B == 1 exactly pipe.interpolate's np.stack([start, end])).
+    ends_z = pipe.encode(np.concatenate([starts, ends]))  # (2B, C, h, w)
+    z_start = ends_z[:B].repeat_interleave(samples, 0)  # (B*S, C, h, w), clip-major
+    z_end = ends_z[B:].repeat_interleave(samples, 0)
+    z = z_start.new_zeros((B * samples, n, *z_start.shape[1:]))  # (B*S, n, C, h, w)
+    z[:, 0], z[:, -1] = z_start, z_end
+    made = torch.zeros(n, dtype=torch.bool, device=pipe.device)
+    made[0] = made[-1] = True
+    z = pipe._fill(z, made, windows, z[:, 0].clone(), gen, steps, sampler, guidance, None)
+    out = pipe._decode_videos(z[:, 1:-1], size=starts.shape[1:3])  # (B*S, n-2, H, W, 3)
+    return rearrange(out, "(b s) t h w c -> b s t h w c", s=samples)
+
+
+def effective_settings(pipe, steps, sampler, guidance) -> dict:
+    """The sampling settings a pipeline call will really use (its config fills the blanks)."""
+    steps, sampler, guidance = pipe._settings(steps, sampler, guidance)
+    return {"steps": steps, "sampler": sampler, "guidance": guidance}
+
+
+# ---------------------------------------------------------------------------------- metrics
+
+
+def frame_metrics(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Mean PSNR (capped) and mean SSIM of uint8 (n, H, W, 3) frames against the truth."""
+    from vidm.eval.metrics import psnr, ssim
+
+    p = psnr(pred, truth).clamp(max=PSNR_CAP)  # (n,)
+    s = ssim(pred, truth)
+    return float(p.mean()), float(s.mean())
+
+
+def clip_metrics(pred: np.ndarray, clip: Clip, gap: int, warping: bool) -> dict[str, float]:
+    """All metrics of one method's in-betweens `pred` uint8 (g-1, H, W, 3) for `clip` at `gap`."""
+    from vidm.eval.metrics import warping_error
+    from vidm.eval.positions import object_position_error
+
+    truth = clip.frames[1:gap]
+    m = dict(zip(("psnr", "ssim"), frame_metrics(pred, truth)))
+    if clip.meta is not None:
+        pe = object_position_error(pred, clip.meta, frame_indices=np.arange(clip.start + 1, clip.start + gap))
+        m["pos_err"], m["miss_rate"] = pe.mean, pe.miss_rate
+    if warping:
+        video = np.concatenate([clip.frames[:1], pred, clip.frames[gap:gap + 1]])  # (g+1, H, W, 3)
+        w = warping_error(video, reference=clip.frames[:gap + 1]).numpy()
+        m["warp_err"] = float(np.nanmean(w)) if np.isfinite(w).any() else math.nan
+    return m
+
+
+def diversity(samples: np.ndarray) -> float:
+    """Mean pairwise |x_i - x_j| / 255 over samples uint8 (S, n, H, W, 3), S >= 2."""
+    x = samples.astype(np.float32) / 255.0
+    pairs = list(itertools.combinations(range(len(x)), 2))
+    return float(np.mean([np.abs(x[i] - x[j]).mean() for i, j in pairs]))
+
+
+def _mean_dicts(ds: list[dict]) -> dict:
+    keys = ds[0].keys()
+    out = {}
+    for k in keys:
+        v = np.array([d[k] for d in ds], float)
+        out[k] = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+    return out
+
+
+# ---------------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class InterpolationResult:
+    report: dict  # JSON-ready (after report.json_safe): clips, per_clip, summary, paired, timing
+    examples: list[dict] = field(default_factory=list)  # arrays for the figure (largest gap)
+
+
+def _baseline_runner(name: str) -> Callable:
+    from vidm.eval.baselines import get_baseline
+
+    fn = get_baseline(name)
+
+    def run(starts, ends, num_frames, seed):  # -> (B, 1, n, H, W, 3)
+        return np.stack([fn(s, e, num_frames)[None] for s, e in zip(starts, ends)])
+
+    return run
+
+
+def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: Sequence[str], pipe=None,
+                           samples: int = 1, seed: int = 0, steps=None, sampler=None, guidance=None,
+                           batch_size: int = 8, warping: bool = False, examples: int = 2,
+                           progress: bool = False) -> InterpolationResult:
+    """Run every method on every clip at every gap and score it (see the module docstring).
+
+    methods: "model" (needs `pipe`) and/or baseline names (`vidm.eval.baselines.BASELINES`).
+    The model sees clips in batches of `batch_size`; batch k (first clip i) uses seed + i.
+    Returns the report (per-clip numbers, summaries with 95% t-intervals, paired differences
+    model - baseline, timing) and, for the largest gap, the frames of the first `examples` clips.
+    """
+    from tqdm.auto import tqdm
+
+    from vidm.eval.report import METRIC_BOUNDS, paired_difference, t_interval
+
+    gaps = sorted(int(g) for g in gaps)
+    G = gaps[-1]
+    if not clips:
+        raise ConfigError("no clips to evaluate")
+    short = [c for c in clips if len(c.frames) < G + 1]
+    if short:
+        raise NotEnoughFramesError(f"{short[0].video}: clip of {len(short[0].frames)} frames is shorter than "
+                                   f"the largest gap {G} needs ({G + 1})")
+    if "model" in methods and pipe is None:
+        raise ConfigError("method 'model' needs a pipeline")
+    if samples < 1 or batch_size < 1:
+        raise ConfigError(f"samples and batch size must be >= 1, got {samples} and {batch_size}")
+    runners = {m: (None if m == "model" else _baseline_runner(m)) for m in methods}
+    S = samples if "model" in methods else 1
+    best_name = f"model_best_of_{S}"
+    has_meta = any(c.meta is not None for c in clips)
+
+    per_clip: dict[str, dict[str, dict[str, list]]] = {}
+    timing = {m: 0.0 for m in methods}
+    ex_idx = list(range(min(examples, len(clips))))
+    ex = [{"clip": i, "video": clips[i].video, "start": clips[i].start, "gap": G,
+           "ground_truth": clips[i].frames[:G + 1], "methods": {}} for i in ex_idx]
+
+    # Group clips of one frame size into batches (the model needs one size per batch).
+    order = sorted(range(len(clips)), key=lambda i: (clips[i].frames.shape[1:3], i))
+    batches = []
+    for _, grp in itertools.groupby(order, key=lambda i: clips[i].frames.shape[1:3]):
+        grp = list(grp)
+        batches += [grp[k:k + batch_size] for k in range(0, len(grp), batch_size)]
+
+    bar = tqdm(total=len(gaps) * len(methods) * len(clips), desc="eval interpolate", unit="clip",
+               disable=not progress)
+    try:
+        for g in gaps:
+            for m in methods:
+                rows: list[dict | None] = [None] * len(clips)
+                best_rows: list[dict | None] = [None] * len(clips)
+                for batch in batches:
+                    starts = np.stack([clips[i].frames[0] for i in batch])  # (B, H, W, 3)
+                    ends = np.stack([clips[i].frames[g] for i in batch])
+                    t0 = time.perf_counter()
+                    if m == "model":
+                        outs = interpolate_batch(pipe, starts, ends, g - 1, samples=S, seed=seed + batch[0],
+                                                 steps=steps, sampler=sampler, guidance=guidance)
+                    else:
+                        outs = runners[m](starts, ends, g - 1, seed)  # (B, 1, g-1, H, W, 3)
+                    timing[m] += time.perf_counter() - t0
+                    for i, out in zip(batch, outs):
+                        ms = [clip_metrics(o, clips[i], g, warping) for o in out]  # one per sample
+                        rows[i] = _mean_dicts(ms)
+                        if m == "model" and S > 1:
+                            best = int(np.argmax([d["psnr"] for d in ms]))
+                            best_rows[i] = ms[best]
+                            rows[i]["diversity"] = diversity(out)
+                        if g == G and i in ex_idx:
+                            ex[ex_idx.index(i)]["methods"][m] = out[0]
+                            if m == "model" and S > 1:
+                                ex[ex_idx.index(i)]["methods"][best_name] = out[best]
+                        bar.update(1)
+                per_clip.setdefault(m, {})[str(g)] = _columns(rows)
+                if m == "model" and S > 1:
+                    per_clip.setdefault(best_name, {})[str(g)] = _columns(best_rows)
+    finally:
+        bar.close()
+
+    # Order: model, its best-of row, then the baselines.
+    names = (["model"] + ([best_name] if S > 1 else []) if "model" in methods else []) + \
+        [m for m in methods if m != "model"]
+    per_clip = {n: per_clip[n] for n in names}
+    summary = {n: {gk: {k: t_interval(v, bounds=METRIC_BOUNDS.get(k)) for k, v in cols.items()}
+                   for gk, cols in per_clip[n].items()} for n in names}
+    paired = {}
+    if "model" in methods:
+        for b in (b for b in methods if b != "model"):
+            paired[f"model - {b}"] = {
+                str(g): {k: paired_difference(per_clip["model"][str(g)][k], per_clip[b][str(g)][k])
+                         for k in per_clip[b][str(g)] if k in per_clip["model"][str(g)]}
+                for g in gaps}
+    report = {
+        "clips": [{"video": c.video, "start": c.start, "frames": len(c.frames), "height": c.frames.shape[1],
+                   "width": c.frames.shape[2], "ground_truth_json": c.meta is not None} for c in clips],
+        "methods": names,
+        "gaps": gaps,
+        "samples": S,
+        "position_metric": has_meta,
+        "per_clip": per_clip,
+        "summary": summary,
+        "paired": paired,
+        "timing": {"methods": {m: {"total_s": t, "per_clip_per_gap_s": t / (len(clips) * len(gaps))}
+                               for m, t in timing.items()}},
+    }
+    for e in ex:  # the figure's rows in the report's method order
+        e["methods"] = {n: e["methods"][n] for n in names if n in e["methods"]}
+    return InterpolationResult(report, ex)
+
+
+def _columns(rows: list[dict]) -> dict[str, list[float]]:
+    """Per-clip dicts -> metric -> per-clip list (NaN where a clip lacks the metric)."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return {k: [r.get(k, math.nan) for r in rows] for k in keys}
