@@ -46,7 +46,13 @@ def _add_info(dsub) -> None:
 # Each entry adds one `vidm data <name>` parser; a new subcommand is one more entry here
 # (or, from another command module listed after this one in COMMAND_MODULES,
 # `get_data_subparsers(sub).add_parser(...)` inside its own `register`).
-DATA_SUBCOMMANDS = [("synth", _add_synth), ("info", _add_info)]
+def _add_cache_latents(dsub) -> None:
+    from vidm.commands.cache import add_cache_latents
+
+    add_cache_latents(dsub)
+
+
+DATA_SUBCOMMANDS = [("synth", _add_synth), ("info", _add_info), ("cache-latents", _add_cache_latents)]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

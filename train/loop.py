@@ -1,0 +1,491 @@
+"""The one training loop shared by the autoencoder, content and motion stages.
+
+A stage (train/autoencoder.py, content.py, motion.py) says how to build its model and data and
+how to compute a loss and a preview; this file does the rest: accelerate (devices, DDP, mixed
+precision), Adam/AdamW with linear warm-up, grad-norm clipping, EMA, deterministic per-step
+batches, TensorBoard, validation, atomic checkpoints, exact resume, signals and NaN stops.
+
+Run folder (`run.output_dir/run.name`):
+    config.yaml          the resolved config of the latest start/resume
+    metrics.jsonl        one line per logged step: step, loss, lr, grad_norm, samples_per_sec, ...
+    tb/                  TensorBoard events (scalars, preview images)
+    samples/             preview images / GIFs (step-XXXXXXX-*.png|gif)
+    checkpoints/step-XXXXXXX/   full training state (train/checkpoint.py)
+    model/               the EMA model: config.json + model.safetensors (from_pretrained)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from vidm.errors import ConfigError, TrainingError, VidmError
+
+
+# ----------------------------------------------------------------------------- stage API
+
+
+class Stage:
+    """What a training stage provides. `setup` raises VidmError on bad input (before training)."""
+
+    name = "stage"
+    config_cls: type = object
+    # DDP must be told when some parameters can go unused in a step (costs a graph traversal).
+    find_unused_parameters = False
+    samples_per_item = 1  # "samples" in samples/s per example (the autoencoder counts frames)
+
+    def __init__(self, cfg, accelerator, src: str = "config"):
+        self.cfg = cfg
+        self.src = src  # the config file, named in error messages
+        self.accelerator = accelerator
+        self.device = accelerator.device
+
+    # -- built by setup()
+    net = None  # the nn.Module that is EMA'd and exported (has save_pretrained)
+    train_set = None  # Dataset over keys (index, item_seed) -> example
+    num_train = 0
+    val_set = None
+    num_val = 0
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def model_config(self) -> dict[str, Any]:
+        """The exported model's config (a checkpoint only resumes with an equal one)."""
+        return self.net.config.to_dict()
+
+    def wrap(self, net):
+        """The module the loss calls (e.g. Denoiser(net)); prepared (DDP) for training."""
+        return net
+
+    def collate(self, items: list[dict]) -> dict:
+        import torch
+
+        out = {}
+        for k in items[0]:
+            vals = [it[k] for it in items]
+            out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+        return out
+
+    def to_device(self, batch: dict) -> dict:
+        import torch
+
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    def loss(self, module, batch: dict, generator) -> tuple[Any, dict[str, float]]:
+        """(scalar loss tensor, extra scalars to log) for one micro-batch."""
+        raise NotImplementedError
+
+    def preview(self, net, batch: dict, generator) -> list[tuple[str, str, Any]]:
+        """[(tag, "image" | "video", tensor in [0, 1])]: image (3, H, W), video (T, 3, H, W)."""
+        return []
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def build_arg_parser(stage: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"train.{stage}",
+        description=f"Train the {stage} model (also under `accelerate launch -m` / `torchrun -m`).",
+    )
+    p.add_argument("--config", required=True, help=f"YAML config, e.g. configs/{stage}/tiny.yaml")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="continue a run: 'auto' = latest complete checkpoint of this run (fresh start if none)")
+    p.add_argument("--name", default=None, help="run name (overrides run.name): folder run.output_dir/NAME")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides of the YAML, e.g. optim.lr=1e-4 data.root=/videos")
+    return p
+
+
+def main(stage_cls, argv: list[str] | None = None) -> int:
+    """Entry point of `python -m train.<stage>`; returns the exit code."""
+    # intermixed: overrides may come before or after --resume/--name
+    args = build_arg_parser(stage_cls.name).parse_intermixed_args(argv)
+    try:
+        return train(stage_cls, args)
+    except VidmError as e:
+        print(f"train.{stage_cls.name}: error: {e}", file=sys.stderr, flush=True)
+        return 1
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves, and exits 0."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.received = signum
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _lr_factor(warmup: int):
+    def factor(step: int) -> float:  # LambdaLR calls it with the number of optimizer steps taken
+        return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+
+    return factor
+
+
+def train(stage_cls, args) -> int:
+    from train.config import load_config, save_yaml, to_dict
+
+    cfg = load_config(stage_cls.config_cls, args.config, args.overrides)
+    if cfg.stage != stage_cls.name:
+        raise ConfigError(f"{args.config}: config is for stage {cfg.stage!r}, not {stage_cls.name!r}")
+    if args.name is not None:
+        cfg.run.name = args.name
+    _check_run_config(cfg, args.config)
+
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    from train import checkpoint as ckpt_lib
+    from train.batches import StepBatchSampler, step_generator
+    from train.ema import EMA
+
+    use_cpu = cfg.run.cpu or not torch.cuda.is_available()
+    if cfg.run.mixed_precision == "auto":
+        from vidm.models.precision import autocast_dtype
+
+        amp = autocast_dtype("cpu" if use_cpu else "cuda")
+        cfg.run.mixed_precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "no")
+    if cfg.run.mixed_precision == "fp16" and use_cpu:
+        raise ConfigError(f"{args.config}: run.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
+    # accelerate only joins torchrun's CPU processes (gloo) when told cpu=True.
+    accelerator = Accelerator(
+        mixed_precision=cfg.run.mixed_precision,
+        cpu=use_cpu,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=stage_cls.find_unused_parameters)],
+    )
+    is_main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    run_dir = Path(cfg.run.output_dir) / cfg.run.name
+
+    # ---- everything that can fail on bad input happens before the first step
+    stage = stage_cls(cfg, accelerator, args.config)
+    stage.setup()
+    if stage.num_train < 1:
+        raise ConfigError(f"{args.config}: no training examples")
+    model_config = stage.model_config()
+
+    resume_from = ckpt_lib.resolve_resume(args.resume, run_dir)
+    start_step = 0
+    if resume_from is not None:
+        state = ckpt_lib.read_train_state(resume_from)
+        ckpt_lib.check_same_model(resume_from, state, stage.name, model_config)
+        start_step = int(state["step"])
+    elif args.resume is None and ckpt_lib.list_checkpoints(run_dir):
+        raise ConfigError(
+            f"{run_dir}: run folder already has checkpoints; pass --resume auto to continue it "
+            f"or --name NEW for a new run"
+        )
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, run_dir / "config.yaml")
+    global_batch = cfg.data.batch_size * world * cfg.run.grad_accum
+
+    # ---- model, optimizer, schedule, EMA
+    torch.manual_seed(cfg.run.seed)  # stages seed their own init too; this covers the rest
+    net = stage.net
+    module = stage.wrap(net)
+    opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(net.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                        eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+    # Not passed to accelerator.prepare: its wrapper steps the schedule once per process.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg.optim.warmup_steps))
+    module, optimizer = accelerator.prepare(module, optimizer)
+    ema = EMA(net, cfg.ema.decay, cfg.ema.warmup).to(accelerator.device)
+    accelerator.register_for_checkpointing(scheduler, ema)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        if accelerator.is_main_process:
+            print(f"train.{stage.name}: resumed from {resume_from} at step {start_step}", file=sys.stderr)
+
+    # ---- data: which examples each step sees is a function of (seed, step) only
+    sampler = StepBatchSampler(stage.num_train, cfg.data.batch_size, cfg.run.seed, rank, world,
+                               cfg.run.grad_accum, start_step, cfg.run.steps)
+    loader = torch.utils.data.DataLoader(
+        stage.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+        collate_fn=stage.collate, persistent_workers=False,
+    )
+    data_iter = iter(loader)
+    # Validation examples spread evenly over the held-out set, with fixed seeds.
+    n_val = min(stage.num_val, cfg.data.batch_size * cfg.data.val_batches * world)
+    val_keys = [(i * stage.num_val // n_val, 1000 + i) for i in range(n_val)] if n_val else []
+    preview_batch = None
+
+    # ---- logging (main process only)
+    writer = None
+    metrics_path = run_dir / "metrics.jsonl"
+    if is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        _truncate_metrics(metrics_path, start_step)
+        # purge_step: TensorBoard drops events logged after the resumed step by the run that died.
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.run.steps, initial=start_step, desc=f"{stage.name} {cfg.run.name}",
+               unit="step", dynamic_ncols=True, disable=not (is_main and cfg.run.progress))
+
+    def train_state(step: int) -> dict:
+        return {
+            "step": step, "stage": stage.name, "model_config": model_config,
+            "world_size": world, "global_batch": global_batch,
+            "samples_seen": step * global_batch, "data_position": step * global_batch,
+            "seed": cfg.run.seed, "config": to_dict(cfg),
+        }
+
+    def save(step: int) -> Path:
+        path = ckpt_lib.save_checkpoint(accelerator, run_dir, step, train_state(step), cfg.run.keep_checkpoints)
+        if is_main:
+            hook = getattr(stage, "before_export", None)
+            if hook is not None:
+                hook(ema.model)
+            ema.model.save_pretrained(run_dir / "model")
+        accelerator.wait_for_everyone()
+        return path
+
+    signals = _Signals()
+    signals.install()
+    step = start_step
+    last_saved = start_step if resume_from is not None else None
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+    window_t, window_steps = time.perf_counter(), 0
+    sps = steps_per_s = 0.0
+    try:
+        while step < cfg.run.steps:
+            module.train()
+            t0 = time.perf_counter()
+            losses, extras = [], {}
+            for micro in range(cfg.run.grad_accum):
+                batch = stage.to_device(next(data_iter))
+                g = step_generator(cfg.run.seed, step, micro, rank)
+                sync = micro == cfg.run.grad_accum - 1
+                with (nullcontext() if sync else accelerator.no_sync(module)):
+                    with accelerator.autocast():
+                        loss, extra = stage.loss(module, batch, g)
+                    accelerator.backward(loss / cfg.run.grad_accum)
+                losses.append(loss.detach().float())
+                for k, v in extra.items():
+                    extras[k] = extras.get(k, 0.0) + float(v) / cfg.run.grad_accum
+            loss_mean = torch.stack(losses).mean()
+            if world > 1:
+                loss_mean = accelerator.reduce(loss_mean, "mean")
+            loss_value = float(loss_mean)
+            grad_norm = float(accelerator.clip_grad_norm_(net.parameters(), clip))
+            if not math.isfinite(loss_value) or (not math.isfinite(grad_norm) and cfg.run.mixed_precision != "fp16"):
+                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+                kept = ckpt_lib.list_checkpoints(run_dir)
+                where = f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was written"
+                raise TrainingError(
+                    f"non-finite {what} ({loss_value if what == 'loss' else grad_norm}) at step {step + 1}; "
+                    f"stopped without updating the weights ({where})"
+                )
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.update(net)
+            step += 1
+            window_steps += 1
+            step_time = time.perf_counter() - t0
+
+            now = time.perf_counter()
+            if now - window_t >= 2.0 or step == cfg.run.steps:
+                steps_per_s = window_steps / (now - window_t)
+                sps = steps_per_s * global_batch * stage.samples_per_item
+                window_t, window_steps = now, 0
+            if is_main:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{sps:.1f}", refresh=False)
+                if step % cfg.run.log_every == 0 or step == cfg.run.steps:
+                    rec = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                           "samples_per_sec": sps, "steps_per_sec": steps_per_s,
+                           "step_time": step_time, **extras}
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    for k, v in rec.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, step)
+
+            if cfg.run.val_every and step % cfg.run.val_every == 0 and stage.num_val:
+                val = _validate(stage, ema.model, val_keys, cfg, accelerator)
+                if is_main:
+                    writer.add_scalar("val/loss", val, step)
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps({"step": step, "val_loss": val}) + "\n")
+
+            if is_main and cfg.run.sample_every and (step % cfg.run.sample_every == 0 or step == cfg.run.steps):
+                if preview_batch is None:
+                    preview_batch = _preview_batch(stage, cfg)
+                _log_preview(stage, ema.model, preview_batch, cfg, writer, run_dir, step)
+
+            stop = signals.received is not None
+            if world > 1:
+                flag = torch.tensor([1.0 if stop else 0.0], device=accelerator.device)
+                stop = bool(accelerator.reduce(flag, "sum").item() > 0)
+            if (cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0) or step == cfg.run.steps or stop:
+                save(step)
+                last_saved = step
+            if stop:
+                if is_main:
+                    bar.close()
+                    print(f"train.{stage.name}: signal received; saved step {step} to {run_dir}, exiting",
+                          file=sys.stderr, flush=True)
+                return 0
+        if last_saved != step:
+            save(step)
+    finally:
+        signals.restore()
+        bar.close()
+        if writer is not None:
+            writer.flush()
+            writer.close()
+        _dump_rank_weights(net, run_dir, rank, sampler.batch(start_step, 0))
+    if is_main:
+        print(f"train.{stage.name}: done, {step} steps; EMA model in {run_dir / 'model'}", file=sys.stderr)
+    return 0
+
+
+def _check_run_config(cfg, src: str) -> None:
+    r, d = cfg.run, cfg.data
+    for name, v, lo in (("run.steps", r.steps, 1), ("run.grad_accum", r.grad_accum, 1),
+                        ("run.log_every", r.log_every, 1), ("data.batch_size", d.batch_size, 1),
+                        ("run.keep_checkpoints", r.keep_checkpoints, 1), ("data.num_workers", d.num_workers, 0),
+                        ("run.sample_every", r.sample_every, 0), ("run.val_every", r.val_every, 0),
+                        ("run.checkpoint_every", r.checkpoint_every, 0), ("data.val_clips", d.val_clips, 0)):
+        if v < lo:
+            raise ConfigError(f"{src}: {name} must be >= {lo}, got {v}")
+    if not 0.0 <= cfg.ema.decay < 1.0:
+        raise ConfigError(f"{src}: ema.decay must be in [0, 1), got {cfg.ema.decay}")
+    if not cfg.optim.lr > 0:
+        raise ConfigError(f"{src}: optim.lr must be > 0, got {cfg.optim.lr}")
+    if not r.name or "/" in r.name:
+        raise ConfigError(f"{src}: run.name must be a plain folder name, got {r.name!r}")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after `step` (by a run killed after its last checkpoint)."""
+    if not path.exists():
+        return
+    if step == 0:
+        path.unlink()
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            pass  # a torn last line
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _validate(stage: Stage, net, val_keys, cfg, accelerator) -> float:
+    """Mean loss of the EMA model on the held-out clips (fixed noise, so steps compare)."""
+    import torch
+
+    from train.batches import step_generator
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = val_keys[rank::world][: cfg.data.batch_size * cfg.data.val_batches]
+    module = stage.wrap(net)
+    total = torch.zeros(2, device=accelerator.device)
+    with torch.no_grad():
+        for i in range(0, len(mine), cfg.data.batch_size):
+            keys = mine[i : i + cfg.data.batch_size]
+            batch = stage.to_device(stage.collate([stage.val_set[k] for k in keys]))
+            g = step_generator(cfg.run.seed + 7919, i, 0, rank)
+            with accelerator.autocast():
+                loss, _ = stage.loss(module, batch, g)
+            total += torch.stack([loss.detach().float() * len(keys), torch.tensor(float(len(keys)), device=total.device)])
+    if world > 1:
+        total = accelerator.reduce(total, "sum")
+    return float(total[0] / total[1].clamp(min=1))
+
+
+def _preview_batch(stage: Stage, cfg) -> dict:
+    n = cfg.diffusion.num_samples if hasattr(cfg, "diffusion") else min(8, cfg.data.batch_size)
+    if stage.num_val:
+        ds, count = stage.val_set, stage.num_val
+    else:
+        ds, count = stage.train_set, stage.num_train
+    keys = [(i % count, 2000 + i) for i in range(n)]
+    return stage.to_device(stage.collate([ds[k] for k in keys]))
+
+
+def _log_preview(stage: Stage, net, batch, cfg, writer, run_dir: Path, step: int) -> None:
+    import numpy as np
+    import torch
+
+    g = torch.Generator().manual_seed(cfg.run.seed + 31)
+    with torch.no_grad():
+        items = stage.preview(net, batch, g)
+    out = run_dir / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    for tag, kind, x in items:
+        x = x.detach().float().clamp(0, 1).cpu()
+        if kind == "image":
+            writer.add_image(f"samples/{tag}", x, step)
+            _save_png(out / f"step-{step:07d}-{tag}.png", x)
+        else:  # video (T, 3, H, W): a frame strip in TensorBoard, a GIF on disk
+            strip = torch.cat(list(x), dim=2)
+            writer.add_image(f"samples/{tag}", strip, step)
+            try:
+                from vidm.video import write_video
+
+                frames = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+                write_video(out / f"step-{step:07d}-{tag}.gif", frames, fps=4)
+            except Exception as e:  # a preview must never stop training
+                print(f"train: could not write preview GIF ({e})", file=sys.stderr)
+    writer.flush()
+
+
+def _save_png(path: Path, x) -> None:
+    import numpy as np
+    from PIL import Image
+
+    arr = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(arr).save(path)
+
+
+# Test hook: each rank writes its final weights to RUN/rank-weights/rank{r}.safetensors, so a
+# multi-process test can check the ranks ended identical.
+DUMP_RANKS_ENV = "VIDM_TEST_DUMP_RANK_WEIGHTS"
+
+
+def _dump_rank_weights(net, run_dir: Path, rank: int, first_batch) -> None:
+    if not os.environ.get(DUMP_RANKS_ENV):
+        return
+    from safetensors.torch import save_file
+
+    out = run_dir / "rank-weights"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{rank}.json").write_text(json.dumps({"first_batch": first_batch}))
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(out / f"rank{rank}.safetensors"))

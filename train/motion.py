@@ -1,0 +1,110 @@
+"""Train the motion model (VIDM + RaMViD + VIDIM): an EDM denoiser over windows of T latent
+frames with random known-frame masks, conditioning dropout, a content anchor and frame times.
+
+    python -m train.motion --config configs/motion/tiny.yaml data.latents=cache/synth
+
+Per example: a random window of `data.num_frames` latent frames (stride from `data.stride`),
+`times` = the frames' positions in the window (first frame at 0, in source-frame units), `anchor` = the
+video's first latent frame (what the content model generates). Per step, masks from
+`vidm.diffusion.sample_training_masks` (prediction / interpolation / keyframes / random /
+unconditional) with VIDIM dropout of the known frames and of the anchor; the EDM loss covers
+the unknown frames only. The preview is an interpolation: first and last frame given.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from einops import rearrange
+
+from train import common
+from train.config import MotionTrainConfig
+from train.latent_stage import LatentStage
+from train.loop import main as loop_main
+from vidm.errors import ConfigError, VidmError
+
+
+class MotionStage(LatentStage):
+    name = "motion"
+    kind = "motion"
+    config_cls = MotionTrainConfig
+
+    def setup(self) -> None:
+        from vidm.diffusion import get_sampler
+        from vidm.models.unet3d import MotionUNet
+
+        cfg, src = self.cfg, self.src
+        net_cfg = common.build_model_config("motion", cfg.model, src)
+        T = cfg.data.num_frames
+        if T < 2:
+            raise ConfigError(f"{src}: data.num_frames must be >= 2 for the motion model, got {T}")
+        try:
+            cfg.mask.mode_probs()
+            if T < 3 and (cfg.mask.p_interpolation or cfg.mask.p_keyframes):
+                raise ConfigError("interpolation/keyframes masks need data.num_frames >= 3")
+        except VidmError as e:
+            raise ConfigError(f"{src}: mask: {e}") from None
+        get_sampler(cfg.diffusion.sampler)
+        latent_shape = self.setup_latent_source(T)
+        common.check_latent_shape(net_cfg, latent_shape, src)
+        self.latent_shape = latent_shape
+        torch.manual_seed(cfg.run.seed)
+        self.net = MotionUNet(net_cfg).to(self.device)
+
+    def latents_of(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x0 (B, T, C, h, w), anchor (B, C, h, w), times (B, T))."""
+        if self.from_cache:
+            return batch["latents"], batch["anchor"], batch["times"]
+        video = batch["video"]  # (B, T, 3, H, W)
+        B = video.shape[0]
+        frames = torch.cat([rearrange(video, "b t c h w -> (b t) c h w"), batch["first_frame"]])
+        z = common.encode(self.ae, frames, self.accelerator)  # (B*T + B, C, h, w)
+        x0 = rearrange(z[:-B], "(b t) c h w -> b t c h w", b=B)
+        return x0, z[-B:], batch["times"]
+
+    def loss(self, module, batch, generator):
+        from vidm.diffusion import edm_loss, sample_training_masks
+
+        d = self.cfg.diffusion
+        x0, anchor, times = self.latents_of(batch)
+        B, T = x0.shape[:2]
+        masks = sample_training_masks(B, T, generator, self.cfg.mask, device=x0.device)
+        loss = edm_loss(module, x0, masks.known, generator, P_mean=d.P_mean, P_std=d.P_std,
+                        sigma_data=d.sigma_data, times=times, anchor=anchor, anchor_mask=masks.anchor_mask)
+        return loss, {"known_frac": float(masks.known.float().mean())}
+
+    def preview(self, net, batch, generator):
+        """Interpolation of held-out windows: first and last frame known, the rest sampled."""
+        from vidm.diffusion import get_sampler, initial_state, known_frame_denoiser
+
+        d = self.cfg.diffusion
+        x0, anchor, times = self.latents_of(batch)
+        n = min(d.num_samples, x0.shape[0])
+        x0, anchor, times = x0[:n], anchor[:n], times[:n]
+        B, T = x0.shape[:2]
+        known = torch.zeros(B, T, dtype=torch.bool, device=x0.device)
+        known[:, 0] = known[:, -1] = True
+        sigmas = self.sigmas()
+        x = initial_state(x0, known, float(sigmas[0]), generator)
+        base = known_frame_denoiser(self.denoiser(net), known, times=times, anchor=anchor)
+
+        def denoise(x, sigma):
+            with self.accelerator.autocast():
+                return base(x, sigma)
+
+        z = get_sampler(d.sampler)(denoise, x, sigmas)  # (B, T, C, h, w)
+        real = self.decode_images(rearrange(x0, "b t c h w -> (b t) c h w"))
+        fake = self.decode_images(rearrange(z, "b t c h w -> (b t) c h w"))
+        # One video: each frame shows every sample, ground truth above the sample.
+        real = rearrange(real, "(b t) c h w -> t c h (b w)", b=B)
+        fake = rearrange(fake, "(b t) c h w -> t c h (b w)", b=B)
+        return [("interpolation", "video", torch.cat([real, fake], dim=2))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    return loop_main(MotionStage, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

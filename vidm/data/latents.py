@@ -1,0 +1,276 @@
+"""Latent cache: a video folder encoded once by the frame autoencoder, so diffusion training
+never decodes video or runs the encoder.
+
+Layout of a cache folder (written atomically: a temp folder renamed into place):
+
+    index.json               {"format": "vidm-latent-cache", "version": 1,
+                              "autoencoder": <model folder>, "autoencoder_config": {...},
+                              "latent_scale": s, "size": [H, W], "latent_shape": [C, h, w],
+                              "dtype": "float32", "num_frames": total,
+                              "shards": ["shard-00000.safetensors", ...],
+                              "videos": [{"key": "v0000000", "path": <relative to data root>,
+                                          "shard": i, "num_frames": T, "fps": f}, ...],
+                              "skipped": [{"path": ..., "reason": ...}]}
+    shard-XXXXX.safetensors  one tensor per video: key -> (T, C, h, w) latents, already
+                             multiplied by latent_scale (about unit std; the posterior mean)
+
+Data sets over a cache (items keyed by (index, item_seed), see train/batches.py):
+    LatentFrames  single latent frames (content model)     -> {"latent": (C, h, w)}
+    LatentClips   random T-frame windows (motion model)    -> {"latents": (T, C, h, w),
+                  "times": (T,) frame positions with the window's first frame at 0,
+                  "anchor": (C, h, w) the video's first latent frame (VIDM content anchor)}
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+from vidm.errors import CheckpointError, ConfigError, NoVideosError
+
+CACHE_FORMAT = "vidm-latent-cache"
+CACHE_VERSION = 1
+INDEX_NAME = "index.json"
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_cache(out: str | os.PathLike, entries: Iterable[tuple[str, "object", dict]], meta: dict,
+                shard_bytes: int = 256 << 20, dtype=None) -> Path:
+    """Write a cache from `entries` = (relative path, latents (T, C, h, w), extra info) in
+    order. `meta` goes into index.json (autoencoder, latent_scale, size, ...). Atomic."""
+    import torch
+    from safetensors.torch import save_file
+
+    from vidm.serialization import atomic_write_dir
+
+    def write(tmp: Path) -> None:
+        shards: list[str] = []
+        videos: list[dict] = []
+        pending: dict[str, torch.Tensor] = {}
+        size = 0
+        latent_shape = None
+        stored_dtype = "float32"
+        total = 0
+
+        def flush() -> None:
+            nonlocal pending, size
+            if pending:
+                name = f"shard-{len(shards):05d}.safetensors"
+                save_file(pending, str(tmp / name))
+                shards.append(name)
+                pending, size = {}, 0
+
+        for rel, z, info in entries:
+            z = z.detach().cpu()
+            if dtype is not None:
+                z = z.to(dtype)
+            if z.ndim != 4:
+                raise ConfigError(f"latent cache: {rel}: latents must be (T, C, h, w), got {tuple(z.shape)}")
+            if latent_shape is None:
+                latent_shape = list(z.shape[1:])
+                stored_dtype = str(z.dtype).replace("torch.", "")
+            elif list(z.shape[1:]) != latent_shape:
+                raise ConfigError(f"latent cache: {rel}: latent shape {list(z.shape[1:])} differs from {latent_shape}")
+            key = f"v{len(videos):07d}"
+            pending[key] = z.contiguous()
+            videos.append({"key": key, "path": rel, "shard": len(shards), "num_frames": int(z.shape[0]), **info})
+            total += int(z.shape[0])
+            size += z.numel() * z.element_size()
+            if size >= shard_bytes:
+                flush()
+        flush()
+        index = {
+            "format": CACHE_FORMAT, "version": CACHE_VERSION, **meta,
+            "latent_shape": latent_shape, "num_frames": total,
+            "dtype": stored_dtype,
+            "shards": shards, "videos": videos,
+        }
+        (tmp / INDEX_NAME).write_text(json.dumps(index, indent=1) + "\n")
+
+    return atomic_write_dir(out, write)
+
+
+def cache_latents(autoencoder: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike,
+                  size: int = 64, max_frames: int | None = None, chunk_size: int = 32,
+                  dtype: str = "float32", device: str | None = None, shard_mb: int = 256,
+                  progress: bool = True) -> dict:
+    """Encode every usable video under `data` with the autoencoder at `autoencoder` into a cache
+    at `out`. Unreadable videos are skipped with a warning and counted. Returns the index."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from vidm.data.dataset import frames_to_tensor
+    from vidm.data.index import build_index
+    from vidm.errors import NotEnoughFramesError, VideoError
+    from vidm.models.autoencoder import AutoencoderKL, encode_frames
+    from vidm.video import read_clip
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ConfigError(f"--dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    ae = AutoencoderKL.from_pretrained(autoencoder).eval()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ae.to(dev)
+    index = build_index(data, progress=progress)
+    if not index.videos:
+        raise NoVideosError(f"{data}: no usable videos ({len(index.skipped)} unreadable)")
+    skipped = [{"path": s.path, "reason": s.reason} for s in index.skipped]
+    root = Path(data)
+
+    def entries():
+        bar = tqdm(index.videos, desc="caching latents", unit="video", disable=not progress)
+        for v in bar:
+            try:
+                frames = read_clip(v.path, 0, min(v.num_frames, max_frames) if max_frames else None, 1, size)
+            except (VideoError, NotEnoughFramesError) as e:
+                warnings.warn(f"{v.path}: skipped ({e})", stacklevel=2)
+                skipped.append({"path": v.path, "reason": str(e)})
+                continue
+            x = frames_to_tensor(frames)  # (T, 3, H, W) in [-1, 1]
+            z = encode_frames(ae, x, chunk_size=chunk_size)  # (T, C, h, w), scaled
+            yield Path(v.path).relative_to(root).as_posix(), z, {"fps": v.fps}
+
+    meta = {
+        "autoencoder": str(Path(autoencoder).resolve()),
+        "autoencoder_config": ae.config.to_dict(),
+        "latent_scale": ae.config.latent_scale,
+        "size": [size, size],
+        "data_root": str(root.resolve()),
+        "skipped": skipped,
+    }
+    write_cache(out, entries(), meta, shard_bytes=shard_mb << 20, dtype=dtypes[dtype])
+    cache = LatentCache(out)
+    if skipped:
+        warnings.warn(f"{data}: skipped {len(skipped)} file(s) (listed in {Path(out) / INDEX_NAME})", stacklevel=2)
+    return cache.index
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class LatentCache:
+    """Read access to a cache folder; tensors are read per window (safetensors slices), and the
+    shard handles are opened lazily per process (so the object pickles into DataLoader workers)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        path = self.root / INDEX_NAME
+        if not path.is_file():
+            raise CheckpointError(f"{self.root}: not a latent cache (missing {INDEX_NAME}; "
+                                  f"make one with `vidm data cache-latents`)")
+        try:
+            index = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+        if index.get("format") != CACHE_FORMAT or index.get("version") != CACHE_VERSION:
+            raise CheckpointError(f"{path}: not a {CACHE_FORMAT} v{CACHE_VERSION} index")
+        for name in index["shards"]:
+            if not (self.root / name).is_file():
+                raise CheckpointError(f"{self.root / name}: shard missing")
+        self.index = index
+        self.videos: list[dict] = index["videos"]
+        self.latent_shape = tuple(index["latent_shape"] or ())
+        self._handles: dict[int, object] = {}
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handles"], state["_pid"] = {}, None
+        return state
+
+    def _shard(self, i: int):
+        from safetensors import safe_open
+
+        if self._pid != os.getpid():  # a forked worker must not reuse the parent's handles
+            self._handles, self._pid = {}, os.getpid()
+        h = self._handles.get(i)
+        if h is None:
+            h = safe_open(str(self.root / self.index["shards"][i]), framework="pt")
+            self._handles[i] = h
+        return h
+
+    def frames(self, video: int, start: int = 0, stop: int | None = None, step: int = 1):
+        """Latents of frames start:stop:step of `video` as float32 (n, C, h, w)."""
+        v = self.videos[video]
+        stop = v["num_frames"] if stop is None else stop
+        sl = self._shard(v["shard"]).get_slice(v["key"])
+        z = sl[start:stop].float()  # reads only these frames from the shard
+        return z if step == 1 else z[::step].contiguous()
+
+
+def split_videos(n: int, val: int) -> tuple[list[int], list[int]]:
+    """(train, val) video ids: the last `val` videos (sorted order) are held out, never all."""
+    val = max(0, min(val, n - 1))
+    return list(range(n - val)), list(range(n - val, n))
+
+
+class LatentFrames:
+    """Every frame of the given videos as one example: key (index, seed) -> {"latent": (C, h, w)}."""
+
+    def __init__(self, cache: LatentCache, videos: list[int]):
+        self.cache = cache
+        self.videos = [i for i in videos if cache.videos[i]["num_frames"] > 0]
+        self.offsets = [0]
+        for i in self.videos:
+            self.offsets.append(self.offsets[-1] + cache.videos[i]["num_frames"])
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, key) -> dict:
+        index = key[0] if isinstance(key, tuple) else key
+        j = bisect.bisect_right(self.offsets, index) - 1
+        f = index - self.offsets[j]
+        return {"latent": self.cache.frames(self.videos[j], f, f + 1)[0]}
+
+
+class LatentClips:
+    """Random T-frame windows, one example per video: key (index, seed) -> window of video
+    `index` with start and stride drawn from a generator seeded by `seed`.
+
+    stride: int or (lo, hi) (uniform, capped per video so the window fits). Videos shorter than
+    one window at the smallest stride are dropped with a warning.
+    """
+
+    def __init__(self, cache: LatentCache, videos: list[int], num_frames: int, stride=1, name: str = "data"):
+        lo, hi = (stride, stride) if isinstance(stride, int) else tuple(stride)
+        if num_frames < 2 or not 1 <= lo <= hi:
+            raise ConfigError(f"{name}: need num_frames >= 2 and 1 <= stride lo <= hi, got {num_frames}, {stride}")
+        self.cache = cache
+        self.T = num_frames
+        self.stride = (lo, hi)
+        need = (num_frames - 1) * lo + 1
+        self.videos = [i for i in videos if cache.videos[i]["num_frames"] >= need]
+        dropped = len(videos) - len(self.videos)
+        if dropped:
+            warnings.warn(f"{cache.root}: {dropped} video(s) shorter than {need} frames skipped", stacklevel=2)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, key) -> dict:
+        import torch
+
+        index, seed = key
+        g = torch.Generator().manual_seed(int(seed))
+        video = self.videos[index]
+        n = self.cache.videos[video]["num_frames"]
+        lo, hi = self.stride
+        hi = min(hi, (n - 1) // (self.T - 1))
+        stride = int(torch.randint(lo, hi + 1, (1,), generator=g))
+        start = int(torch.randint(0, n - (self.T - 1) * stride, (1,), generator=g))
+        latents = self.cache.frames(video, start, start + (self.T - 1) * stride + 1, stride)  # (T, C, h, w)
+        anchor = latents[0] if start == 0 else self.cache.frames(video, 0, 1)[0]
+        # Window-relative times (first frame of the window at 0), as the pipeline samples them:
+        # an absolute encoding would meet times at sampling (long videos) it never saw in training.
+        times = stride * torch.arange(self.T, dtype=torch.float32)
+        return {"latents": latents, "times": times, "anchor": anchor}
