@@ -13,7 +13,12 @@ from vidm.errors import VidmError
 
 # Order here is the order in `vidm --help`.
 COMMAND_MODULES = (
+    "vidm.commands.sample",
     "vidm.commands.data",
+    "vidm.commands.train",
+    "vidm.commands.pack",
+    "vidm.commands.eval",
+    "vidm.commands.bench",
 )
 
 

@@ -1,0 +1,378 @@
+"""Microbenchmark of the fused kernels: `python -m kernels.bench [--quick] [--out FILE.json]`
+(also `vidm bench kernels`).
+
+For each op over the shapes a video UNet produces (spatial attention over 16x16..64x64 tokens,
+temporal attention over 8..25 frames with batch B*h*w, GroupNorm+scale/shift+SiLU over
+(B*T, C, H, W) with 32 groups), each provider (triton, sdpa, xformers, eager torch), forward
+and forward+backward: median milliseconds, TFLOP/s (attention) or GB/s (GroupNorm, each
+tensor read or written once), and the fraction of this device's peak, measured in the same
+run (copy bandwidth; matmul rate in the benchmark dtype, bf16 by default on a GPU). Each
+provider's forward output is also compared with the baseline's (SDPA / fp32 torch
+GroupNorm), so a GPU run checks the compiled kernels too. Issue 6's GPU targets are checked
+at the end where Triton rows exist.
+
+On a CPU the torch providers run; Triton would only run in its interpreter there, whose
+timings mean nothing, so it is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+from kernels._common import HAS_TRITON, INTERPRET, has_xformers
+from kernels.attention import attention_reference, attention_torch, attention_triton, attention_xformers
+from kernels.group_norm import group_norm_torch, group_norm_triton
+from vidm.errors import ConfigError
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+# (label, B, H, N, D): attention over (B, H, N, D). Spatial: B = batch x frames, N = h x w
+# tokens. Temporal: B = batch x h x w positions, N = frames.
+ATTENTION_SHAPES = {
+    "full": [("spatial 16x16", 16, 8, 256, 64), ("spatial 32x32", 16, 8, 1024, 64),
+             ("spatial 64x64", 16, 8, 4096, 64),
+             ("temporal T=8", 2048, 8, 8, 64), ("temporal T=16", 2048, 8, 16, 64),
+             ("temporal T=25", 2048, 8, 25, 64)],
+    "quick": [("spatial 16x16", 2, 4, 256, 64), ("spatial 32x32", 1, 4, 1024, 64),
+              ("temporal T=8", 512, 4, 8, 64), ("temporal T=16", 512, 4, 16, 64),
+              ("temporal T=25", 512, 4, 25, 64)],
+    "tiny": [("spatial 8x8", 1, 2, 64, 32), ("temporal T=8", 16, 2, 8, 32)],
+}
+# (label, B*T, C, H, W), 32 groups, weight/bias, per-sample scale/shift, SiLU: the UNet's
+# ResNet-block norm.
+GROUP_NORM_SHAPES = {
+    "full": [("C=64 64x64", 16, 64, 64, 64), ("C=320 64x64", 16, 320, 64, 64),
+             ("C=640 32x32", 16, 640, 32, 32), ("C=1280 16x16", 16, 1280, 16, 16),
+             ("C=1280 8x8", 16, 1280, 8, 8)],
+    "quick": [("C=64 32x32", 4, 64, 32, 32), ("C=320 16x16", 4, 320, 16, 16),
+              ("C=1280 8x8", 4, 1280, 8, 8)],
+    "tiny": [("C=64 8x8", 2, 64, 8, 8)],
+}
+GROUPS = 32
+REPS = {"full": (3, 20), "quick": (1, 5), "tiny": (0, 1)}  # (warm-up, min timed) per case; GPU >= (3, 10)
+TRITON_NOTE = ("Triton timings need a GPU: without one Triton runs only in its interpreter "
+               "(numpy on the host), whose timings mean nothing; torch providers only.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+class Timer:
+    """Median wall time of a callable: CUDA events around each call after warm-up (and an L2
+    flush before it, so memory-bound kernels are not timed out of cache); perf_counter on CPU."""
+
+    def __init__(self, device: torch.device, warmup: int, reps: int):
+        self.device, self.warmup, self.reps = device, warmup, reps
+        self.cuda = device.type == "cuda"
+        # Larger than any GPU's L2 (H100: 50 MB).
+        self._flush = torch.empty(256 * 2**20, dtype=torch.int8, device=device) if self.cuda else None
+
+    def __call__(self, fn) -> float:
+        for _ in range(self.warmup):  # the first call of a Triton kernel compiles it
+            fn()
+        if not self.cuda:
+            # At least `reps` calls, more (up to 100) until 0.2 s has been spent: short CPU
+            # calls are noisy (thread wake-ups, other processes), the median of many is not.
+            times = []
+            while len(times) < self.reps or (sum(times) < 200 and len(times) < 100):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+            return statistics.median(times)
+        torch.cuda.synchronize(self.device)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(self.reps)]
+        for start, end in events:
+            self._flush.zero_()
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(self.device)
+        return statistics.median(s.elapsed_time(e) for s, e in events)
+
+
+def measure_peaks(device: torch.device, preset: str, dtype: torch.dtype) -> dict:
+    """This device's copy bandwidth (GB/s, bytes read + written) and matmul rate (TFLOP/s) in the
+    benchmark's dtype (bf16 by default on a GPU; on a CPU the fp32 default, since CPUs without
+    bf16 units run bf16 matmuls far below their fp32 rate)."""
+    cuda = device.type == "cuda"
+    copy_bytes = {"full": 2**30 if cuda else 2**28, "quick": 2**28 if cuda else 2**26, "tiny": 2**22}[preset]
+    n = {"full": 8192 if cuda else 2048, "quick": 4096 if cuda else 1024, "tiny": 256}[preset]
+    timer = Timer(device, warmup=2 if preset != "tiny" else 1, reps=10 if cuda else 3)
+    src = torch.ones(copy_bytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    copy_ms = timer(lambda: dst.copy_(src))
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    mm_ms = timer(lambda: a @ b)
+    del src, dst, a, b
+    return {"copy_GBps": 2 * copy_bytes / copy_ms / 1e6, "matmul_TFLOPs": 2 * n**3 / mm_ms / 1e9,
+            "matmul_dtype": str(dtype).replace("torch.", ""), "copy_bytes": copy_bytes, "matmul_n": n}
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.float() - ref.float()).abs().max() / ref.float().abs().max().clamp_min(1e-6)).item()
+
+
+def _fwd_bwd(fn, inputs: list[torch.Tensor], grad_out: torch.Tensor):
+    """A callable running forward + backward (torch.autograd.grad: no .grad accumulation)."""
+    leaves = [t.detach().requires_grad_() for t in inputs]
+
+    def run():
+        out = fn(*leaves)
+        torch.autograd.grad(out, leaves, grad_out)
+
+    return run
+
+
+def _time_case(record: dict, fn, inputs, grad_out, timer: Timer, work: dict, peak: float, rate_key: str):
+    """Fill `record` with the forward and forward+backward timings and rates."""
+    for pass_name, call, scale in (("fwd", lambda: fn(*inputs), 1.0),
+                                   ("fwd+bwd", _fwd_bwd(fn, inputs, grad_out), work["bwd_factor"])):
+        ms = timer(call)
+        amount = work["amount"] * scale  # FLOPs or bytes of this pass
+        # FLOPs / ms / 1e9 = TFLOP/s; bytes / ms / 1e6 = GB/s
+        rate = amount / ms / (1e9 if rate_key == "TFLOPs" else 1e6)
+        record[pass_name] = {"ms": ms, rate_key: rate, "peak_fraction": rate / peak if peak else None}
+
+
+def attention_providers(device: torch.device) -> dict:
+    cuda = device.type == "cuda"
+    return {
+        "triton": (lambda q, k, v: attention_triton(q, k, v)) if cuda and HAS_TRITON and not INTERPRET else None,
+        "sdpa": lambda q, k, v: attention_torch(q, k, v),
+        "xformers": (lambda q, k, v: attention_xformers(q, k, v)) if cuda and has_xformers() else None,
+        "eager": lambda q, k, v: attention_reference(q, k, v, compute_dtype=None),
+    }
+
+
+def group_norm_providers(device: torch.device) -> dict:
+    cuda = device.type == "cuda"
+    triton = (lambda x, w, b, sc, sh: group_norm_triton(x, GROUPS, w, b, sc, sh, "silu")) \
+        if cuda and HAS_TRITON and not INTERPRET else None
+    return {"triton": triton, "eager": lambda x, w, b, sc, sh: group_norm_torch(x, GROUPS, w, b, sc, sh, "silu")}
+
+
+def bench_attention(device, dtype, preset, timer, peaks) -> list[dict]:
+    results = []
+    providers = attention_providers(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    for label, B, H, N, D in ATTENTION_SHAPES[preset]:
+        q, k, v = (torch.randn(B, H, N, D, device=device, dtype=dtype, generator=gen) for _ in range(3))
+        do = torch.randn(B, H, N, D, device=device, dtype=dtype, generator=gen)
+        esize = q.element_size()
+        # FLOPs: QK^T and PV, 2 N^2 D each, multiply-add = 2; backward has 5 such products.
+        work = {"amount": 4 * B * H * N * N * D, "bwd_factor": 3.5}
+        ref = attention_torch(q, k, v)
+        for name, fn in providers.items():
+            rec = {"op": "attention", "case": label, "shape": [B, H, N, D], "provider": name,
+                   "dtype": str(dtype).replace("torch.", ""), "flops_fwd": work["amount"],
+                   "bytes_fwd": 4 * B * H * N * D * esize}
+            if fn is None:
+                rec["skipped"] = "needs a GPU" if name == "triton" else "not installed or needs a GPU"
+            else:
+                try:
+                    rec["rel_err_vs_sdpa"] = _rel_err(fn(q, k, v), ref)
+                    _time_case(rec, fn, [q, k, v], do, timer, work, peaks["matmul_TFLOPs"], "TFLOPs")
+                except Exception as e:  # OOM, a shape a provider lacks, a compile error: record, go on
+                    rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+            results.append(rec)
+    return results
+
+
+def bench_group_norm(device, dtype, preset, timer, peaks) -> list[dict]:
+    results = []
+    providers = group_norm_providers(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    for label, BT, C, Hs, Ws in GROUP_NORM_SHAPES[preset]:
+        x = torch.randn(BT, C, Hs, Ws, device=device, dtype=dtype, generator=gen)
+        w = 1 + 0.1 * torch.randn(C, device=device, generator=gen)
+        b = 0.1 * torch.randn(C, device=device, generator=gen)
+        sc = 0.1 * torch.randn(BT, C, device=device, generator=gen)
+        sh = 0.1 * torch.randn(BT, C, device=device, generator=gen)
+        dy = torch.randn_like(x)
+        # Bytes: forward reads x, writes y; backward reads x and dy, writes dx (params negligible).
+        work = {"amount": 2 * x.numel() * x.element_size(), "bwd_factor": 2.5}
+        ref = group_norm_torch(x.float(), GROUPS, w, b, sc, sh, "silu")
+        for name, fn in providers.items():
+            rec = {"op": "group_norm", "case": label, "shape": [BT, C, Hs, Ws], "groups": GROUPS,
+                   "provider": name, "dtype": str(dtype).replace("torch.", ""), "bytes_fwd": work["amount"],
+                   "flops_fwd_approx": 12 * x.numel()}  # normalise, affine, modulate, SiLU
+            if fn is None:
+                rec["skipped"] = "needs a GPU"
+            else:
+                try:
+                    rec["rel_err_vs_fp32_torch"] = _rel_err(fn(x, w, b, sc, sh), ref)
+                    _time_case(rec, fn, [x, w, b, sc, sh], dy, timer, work, peaks["copy_GBps"], "GBps")
+                except Exception as e:  # OOM, a shape a provider lacks, a compile error: record, go on
+                    rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+            results.append(rec)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+def _speedups(results: list[dict]) -> None:
+    """Add `speedup` (baseline time / this time) per pass; baselines: sdpa, eager GroupNorm."""
+    base = {}
+    for r in results:
+        if r["provider"] == {"attention": "sdpa", "group_norm": "eager"}[r["op"]]:
+            base[(r["op"], r["case"])] = r
+    for r in results:
+        b = base.get((r["op"], r["case"]))
+        for p in ("fwd", "fwd+bwd"):
+            if b and p in r and p in b:
+                r[p]["speedup"] = b[p]["ms"] / r[p]["ms"]
+
+
+def format_table(results: list[dict]) -> str:
+    head = f"{'op':<10} {'case':<14} {'shape':<20} {'provider':<9} {'pass':<8} {'ms':>9} " \
+           f"{'rate':>16} {'% peak':>7} {'speedup':>8}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        shape = "x".join(map(str, r["shape"]))
+        if "skipped" in r or "error" in r:
+            lines.append(f"{r['op']:<10} {r['case']:<14} {shape:<20} {r['provider']:<9} "
+                         f"{'-':<8} {r.get('skipped') or r.get('error')}")
+            continue
+        for p in ("fwd", "fwd+bwd"):
+            t = r[p]
+            rate = f"{t['TFLOPs']:.3g} TFLOP/s" if "TFLOPs" in t else f"{t['GBps']:.1f} GB/s"
+            frac = f"{100 * t['peak_fraction']:.1f}" if t["peak_fraction"] is not None else "-"
+            lines.append(f"{r['op']:<10} {r['case']:<14} {shape:<20} {r['provider']:<9} {p:<8} "
+                         f"{t['ms']:>9.3f} {rate:>16} {frac:>7} {t.get('speedup', float('nan')):>8.2f}")
+    return "\n".join(lines)
+
+
+def check_targets(results: list[dict]) -> list[dict]:
+    """Issue 6's GPU targets, where the Triton rows exist."""
+    rows = {(r["op"], r["case"], r["provider"]): r for r in results if "fwd" in r}
+    targets = []
+    for (op, case, prov), r in rows.items():
+        if prov != "triton":
+            continue
+        fwd = r["fwd"]
+        if op == "attention" and case.startswith("spatial") and r["shape"][2] >= 1024:
+            targets.append({"target": f"attention fwd {case} >= 0.9x SDPA", "value": fwd.get("speedup"),
+                            "ok": (fwd.get("speedup") or 0) >= 0.9})
+        if op == "attention" and case == "temporal T=16":
+            targets.append({"target": "temporal attention fwd T=16 >= 1.5x SDPA", "value": fwd.get("speedup"),
+                            "ok": (fwd.get("speedup") or 0) >= 1.5})
+        if op == "group_norm":
+            targets.append({"target": f"GroupNorm+scale/shift+SiLU fwd {case} >= 2x eager",
+                            "value": fwd.get("speedup"), "ok": (fwd.get("speedup") or 0) >= 2})
+            targets.append({"target": f"GroupNorm+scale/shift+SiLU fwd {case} >= 70% copy bandwidth",
+                            "value": fwd["peak_fraction"], "ok": (fwd["peak_fraction"] or 0) >= 0.7})
+    return targets
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+def run(quick: bool = False, ops=("attention", "group_norm"), dtype: str = "auto", device: str = "auto",
+        reps: int | None = None, out: str | None = None, preset: str | None = None, log=print) -> dict:
+    """Run the benchmark, print the table (through `log`), optionally write JSON; returns the
+    report dict. preset: "full", "quick" or "tiny" (tests); default from `quick`."""
+    preset = preset or ("quick" if quick else "full")
+    unknown = set(ops) - {"attention", "group_norm"}
+    if unknown:
+        raise ConfigError(f"--ops: unknown op(s) {sorted(unknown)}; choose from attention, group_norm")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    dev = torch.device(device)
+    if dtype == "auto":
+        dtype = "bf16" if dev.type == "cuda" else "fp32"
+    tdtype = DTYPES[dtype]
+    warmup, n_reps = REPS[preset]
+    if dev.type == "cuda":
+        warmup, n_reps = max(warmup, 3), max(n_reps, 10)
+    n_reps = reps if reps is not None else n_reps
+    if n_reps < 1:
+        raise ConfigError(f"--reps must be at least 1, got {n_reps}")
+
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+    notes = [] if dev.type == "cuda" and HAS_TRITON and not INTERPRET else [TRITON_NOTE]
+    log(f"kernels.bench: {name}, {dtype}, preset {preset}, median of >= {n_reps} timed reps, torch {torch.__version__}")
+    for note in notes:
+        log(f"note: {note}")
+    peaks = measure_peaks(dev, preset, tdtype)
+    log(f"device peaks (measured): copy {peaks['copy_GBps']:.1f} GB/s, {dtype} matmul "
+        f"{peaks['matmul_TFLOPs']:.4g} TFLOP/s")
+
+    timer = Timer(dev, warmup, n_reps)
+    results = []
+    if "attention" in ops:
+        results += bench_attention(dev, tdtype, preset, timer, peaks)
+    if "group_norm" in ops:
+        results += bench_group_norm(dev, tdtype, preset, timer, peaks)
+    _speedups(results)
+    targets = check_targets(results)
+    log(format_table(results))
+    log(f"rate: attention TFLOP/s (% of the measured {dtype} matmul rate); GroupNorm GB/s, each tensor read/written once "
+        "(% of copy bandwidth). speedup: vs sdpa (attention) / eager torch chain (GroupNorm).")
+    for t in targets:
+        value = "n/a" if t["value"] is None else f"{t['value']:.2f}"
+        log(f"target {'met   ' if t['ok'] else 'MISSED'} {t['target']}: {value}")
+
+    report = {
+        "device": name, "device_type": dev.type, "dtype": dtype, "preset": preset, "reps": n_reps,
+        "torch": torch.__version__, "triton_available": HAS_TRITON, "triton_interpreted": INTERPRET,
+        "peaks": peaks, "results": results, "targets": targets, "notes": notes,
+    }
+    if out:
+        _write_json(out, report)
+        log(f"wrote {out}")
+    return report
+
+
+def _write_json(path: str, report: dict) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2, allow_nan=True)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    except OSError as e:
+        raise ConfigError(f"--out {path}: cannot write ({e.strerror})") from e
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
+    run(quick=args.quick, ops=ops, dtype=args.dtype, device=args.device, reps=args.reps, out=args.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vidm.commands.bench import add_kernel_bench_arguments
+    from vidm.errors import VidmError
+
+    parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.split("\n\n")[0])
+    add_kernel_bench_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except VidmError as e:
+        print(f"kernels.bench: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

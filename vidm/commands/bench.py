@@ -1,0 +1,43 @@
+"""`vidm bench ...`: microbenchmarks. `vidm bench kernels` times the fused kernels against the
+other providers (the same as `python -m kernels.bench`). More subcommands (e.g. `models`) hang
+off the same `bench` group: add a `_register_<name>(sub)` and call it from `register`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_kernel_bench_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the kernel benchmark; shared with `python -m kernels.bench` (kept here, in a
+    module without torch imports, so `vidm --help` stays fast)."""
+    p.add_argument("--quick", action="store_true",
+                   help="small shapes and few repetitions (CPU: about a minute)")
+    p.add_argument("--ops", default="attention,group_norm",
+                   help="comma-separated ops to time: attention, group_norm (default: both)")
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                   help="input dtype (auto: bf16 on a GPU, fp32 on a CPU)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                   help="device to time on (auto: cuda if available)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions per case (median is reported)")
+    p.add_argument("--out", default=None, metavar="FILE.json", help="also write the results as JSON here")
+
+
+def _kernels(args: argparse.Namespace) -> int:
+    from kernels.bench import run_from_args
+
+    return run_from_args(args)
+
+
+def _register_kernels(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("kernels", help="time fused attention / GroupNorm against SDPA, xformers, eager torch",
+                       description="Median time, TFLOP/s or GB/s and the fraction of the measured device "
+                                   "peak for each kernel provider over video-UNet shapes.")
+    add_kernel_bench_arguments(p)
+    p.set_defaults(func=_kernels)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="microbenchmarks (kernels)")
+    p.set_defaults(_parser=p)
+    bench_sub = p.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
+    _register_kernels(bench_sub)
