@@ -36,8 +36,32 @@ def _register_kernels(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_kernels)
 
 
+def _models(args: argparse.Namespace) -> int:
+    from vidm.models.bench import main
+
+    argv = ["--presets", args.presets, "--kinds", args.kinds, "--dtypes", args.dtypes, "--repeats", str(args.repeats),
+            "--device", args.device]
+    if args.threads is not None:
+        argv += ["--threads", str(args.threads)]
+    return main(argv)
+
+
+def _register_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="parameter counts and forward time per frame of the model presets",
+                       description="Parameter counts and median forward time per frame (fp32 and bf16 autocast) "
+                                   "of each model preset; the same as `python -m vidm.models.bench`.")
+    p.add_argument("--presets", default="tiny,base", help="comma-separated presets (default tiny,base)")
+    p.add_argument("--kinds", default="autoencoder,content,motion", help="comma-separated model kinds")
+    p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.set_defaults(func=_models)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="microbenchmarks (kernels)")
+    p = sub.add_parser("bench", help="microbenchmarks (kernels, models)")
     p.set_defaults(_parser=p)
     bench_sub = p.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
     _register_kernels(bench_sub)
+    _register_models(bench_sub)
