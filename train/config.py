@@ -99,35 +99,31 @@ class AutoencoderLossConfig:
 
 
 @dataclass
-class AutoencoderTrainConfig:
-    stage: Literal["autoencoder"] = "autoencoder"
+class _StageConfig:
+    """Sections every stage has; each stage adds its own (and its `stage` name)."""
+
     run: RunConfig = field(default_factory=RunConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
     data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
+class AutoencoderTrainConfig(_StageConfig):
+    stage: Literal["autoencoder"] = "autoencoder"
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
 
 
 @dataclass
-class ContentTrainConfig:
+class ContentTrainConfig(_StageConfig):
     stage: Literal["content"] = "content"
-    run: RunConfig = field(default_factory=RunConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
-    data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
 
 @dataclass
-class MotionTrainConfig:
+class MotionTrainConfig(_StageConfig):
     stage: Literal["motion"] = "motion"
-    run: RunConfig = field(default_factory=RunConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "tiny"})
-    data: DataConfig = field(default_factory=DataConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
 

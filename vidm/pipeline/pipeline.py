@@ -217,11 +217,23 @@ class VideoPipeline:
             made[idx] = True
         return z
 
+    @contextlib.contextmanager
     def _progress(self, total: int, desc: str, progress: bool):
+        """A tqdm bar counting solver steps (None when progress is off), closed on exit."""
         if not progress:
-            return None
+            yield None
+            return
         from tqdm.auto import tqdm
-        return tqdm(total=total, desc=desc, unit="step", leave=False)
+        bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def _fill_all(self, z, made, windows, steps, sampler, guidance, generator, desc: str, progress: bool):
+        """`_fill` with the first frame as anchor, under a progress bar."""
+        with self._progress(steps * len(windows), desc, progress) as bar:
+            return self._fill(z, made, windows, z[:, 0].clone(), generator, steps, sampler, guidance, bar)
 
     # ------------------------------------------------------------------ what users call
 
@@ -234,17 +246,13 @@ class VideoPipeline:
         steps, sampler, guidance = self._settings(steps, sampler, guidance)
         windows = plan.plan_continuation(1, num_frames, self.config.window, self.config.context)
         gen = torch.Generator(self.device).manual_seed(int(seed))
-        bar = self._progress(steps * (1 + len(windows)), "generate", progress)
-        try:
+        with self._progress(steps * (1 + len(windows)), "generate", progress) as bar:
             z0 = self.sample_first_frames(num_videos, gen, steps, sampler, bar)
             z = z0.new_zeros((num_videos, num_frames, *z0.shape[1:]))
             z[:, 0] = z0
             made = torch.zeros(num_frames, dtype=torch.bool, device=self.device)
             made[0] = True
             z = self._fill(z, made, windows, z0, gen, steps, sampler, guidance, bar)
-        finally:
-            if bar is not None:
-                bar.close()
         return self._decode_videos(z)
 
     @torch.no_grad()
@@ -269,12 +277,7 @@ class VideoPipeline:
         z[:, 0], z[:, -1] = ends[0], ends[1]
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         made[0] = made[-1] = True
-        bar = self._progress(steps * len(windows), "interpolate", progress)
-        try:
-            z = self._fill(z, made, windows, z[:, 0].clone(), gen, steps, sampler, guidance, bar)
-        finally:
-            if bar is not None:
-                bar.close()
+        z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "interpolate", progress)
         return self._decode_videos(z[:, 1:-1], size=start.shape[:2])
 
     @torch.no_grad()
@@ -296,12 +299,7 @@ class VideoPipeline:
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         z[:, ::factor] = given
         made[::factor] = True
-        bar = self._progress(steps * len(windows), "interpolate", progress)
-        try:
-            z = self._fill(z, made, windows, z[:, 0].clone(), gen, steps, sampler, guidance, bar)
-        finally:
-            if bar is not None:
-                bar.close()
+        z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "interpolate", progress)
         out = self._decode_videos(z, size=frames.shape[1:3])
         out[:, ::factor] = frames  # the given frames exactly, not their autoencoder round trip
         return out
@@ -324,12 +322,7 @@ class VideoPipeline:
         z[:, :n_given] = given
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         made[:n_given] = True
-        bar = self._progress(steps * len(windows), "predict", progress)
-        try:
-            z = self._fill(z, made, windows, z[:, 0].clone(), gen, steps, sampler, guidance, bar)
-        finally:
-            if bar is not None:
-                bar.close()
+        z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "predict", progress)
         return self._decode_videos(z[:, n_given:], size=frames.shape[1:3])
 
     def _decode_videos(self, z: torch.Tensor, size=None) -> np.ndarray:
