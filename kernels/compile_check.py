@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"ok   {tag} regs={regs} spill_bytes={spill} smem={k.metadata.shared}", flush=True)
                 if stats and spill:
                     spills.append(f"{tag}: {spill} bytes")
-    print(f"\n{count} variants compiled, {len(failures)} failed, {len(spills)} spill registers")
+    print(f"\n{count} variants compiled, {len(failures)} failed, {len(spills)} spill registers to local memory")
     for line in failures + spills:
         print("  " + line)
     return 1 if failures else 0
