@@ -85,32 +85,9 @@ def frechet_by_group(real_features: np.ndarray, fake_features: np.ndarray) -> di
 
 def predict_batch(pipe, given: np.ndarray, num_future: int, seed: int = 0, steps=None, sampler=None,
                   guidance=None) -> np.ndarray:
-    """`VideoPipeline.predict` for B clips in one sampler run.
-
-    given: uint8 (B, C, H, W, 3), the known first frames -> uint8 (B, num_future, H, W, 3).
-    """
-    import torch
-
-    from vidm.pipeline import plan
-
-    given = np.asarray(given)
-    if given.ndim != 5 or given.dtype != np.uint8 or given.shape[-1] != 3:
-        raise ShapeError(f"predict_batch: given must be uint8 (B, C, H, W, 3), got {given.dtype} {given.shape}")
-    if num_future < 1:
-        raise ConfigError(f"num_future must be >= 1, got {num_future}")
-    steps, sampler, guidance = pipe._settings(steps, sampler, guidance)
-    B, n_given, H, W = given.shape[:4]
-    z_given = pipe.encode(given.reshape(B * n_given, H, W, 3))
-    z_given = z_given.reshape(B, n_given, *z_given.shape[1:])  # (B, C_given, c, h, w)
-    n = n_given + num_future
-    windows = plan.plan_continuation(n_given, n, pipe.config.window, pipe.config.context)
-    gen = torch.Generator(pipe.device).manual_seed(int(seed))
-    z = z_given.new_zeros((B, n, *z_given.shape[2:]))
-    z[:, :n_given] = z_given
-    made = torch.zeros(n, dtype=torch.bool, device=pipe.device)
-    made[:n_given] = True
-    z = pipe._fill(z, made, windows, z[:, 0].clone(), gen, steps, sampler, guidance, None)
-    return pipe._decode_videos(z[:, n_given:], size=(H, W))
+    """B clips in one sampler run: given uint8 (B, C, H, W, 3), the known first frames ->
+    uint8 (B, num_future, H, W, 3) (`VideoPipeline.predict_batch`, one sample each)."""
+    return pipe.predict_batch(given, num_future, seed=seed, steps=steps, sampler=sampler, guidance=guidance)[:, 0]
 
 
 # ---------------------------------------------------------------------------------- the loop

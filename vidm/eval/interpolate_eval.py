@@ -148,38 +148,9 @@ def cut_clips(data: str | Path, num: int, length: int, seed: int = 0, size=None,
 
 def interpolate_batch(pipe, starts: np.ndarray, ends: np.ndarray, num_frames: int, samples: int = 1,
                       seed: int = 0, steps=None, sampler=None, guidance=None) -> np.ndarray:
-    """`VideoPipeline.interpolate` for B pairs in one sampler run (B x samples videos per batch:
-    on CPU a batch of 8 costs ~2-3x one, not 8x).
-
-    starts, ends: uint8 (B, H, W, 3) -> uint8 (B, samples, num_frames, H, W, 3).
-    With B == 1 this is exactly `pipe.interpolate(start, end, ...)` with the same seed; with
-    B > 1 each clip's noise depends on its place in the batch (reproducible for a fixed batch).
-    """
-    import torch
-    from einops import rearrange
-
-    from vidm.pipeline import plan
-
-    starts, ends = np.asarray(starts), np.asarray(ends)
-    if starts.ndim != 4 or starts.shape != ends.shape or starts.dtype != np.uint8 or ends.dtype != np.uint8:
-        raise ShapeError(f"interpolate_batch: starts/ends must be uint8 (B, H, W, 3) of one shape, "
-                         f"got {starts.dtype} {starts.shape} and {ends.dtype} {ends.shape}")
-    B = len(starts)
-    steps, sampler, guidance = pipe._settings(steps, sampler, guidance)
-    n = num_frames + 2
-    windows = plan.plan_infill(n, pipe.config.window)
-    gen = torch.Generator(pipe.device).manual_seed(int(seed))
-    # One encode call for all end frames (with B == 1 exactly pipe.interpolate's np.stack([start, end])).
-    ends_z = pipe.encode(np.concatenate([starts, ends]))  # (2B, C, h, w)
-    z_start = ends_z[:B].repeat_interleave(samples, 0)  # (B*S, C, h, w), clip-major
-    z_end = ends_z[B:].repeat_interleave(samples, 0)
-    z = z_start.new_zeros((B * samples, n, *z_start.shape[1:]))  # (B*S, n, C, h, w)
-    z[:, 0], z[:, -1] = z_start, z_end
-    made = torch.zeros(n, dtype=torch.bool, device=pipe.device)
-    made[0] = made[-1] = True
-    z = pipe._fill(z, made, windows, z[:, 0].clone(), gen, steps, sampler, guidance, None)
-    out = pipe._decode_videos(z[:, 1:-1], size=starts.shape[1:3])  # (B*S, n-2, H, W, 3)
-    return rearrange(out, "(b s) t h w c -> b s t h w c", s=samples)
+    """B pairs in one sampler run: `VideoPipeline.interpolate_batch`, uint8 (B, samples, num_frames, H, W, 3)."""
+    return pipe.interpolate_batch(starts, ends, num_frames, samples=samples, seed=seed, steps=steps,
+                                  sampler=sampler, guidance=guidance)
 
 
 def effective_settings(pipe, steps, sampler, guidance) -> dict:

@@ -262,23 +262,39 @@ class VideoPipeline:
         """The `num_frames` frames between `start` and `end` (uint8 (H, W, 3) each, same size):
         uint8 (samples, num_frames, H, W, 3). More in-betweens than one window holds are filled
         hierarchically (key frames first)."""
-        _check_count("num_frames", num_frames, 1)
-        _check_count("samples", samples, 1)
         start, end = _check_frame(start, "start"), _check_frame(end, "end")
         if start.shape != end.shape:
             raise ShapeError(f"start and end frames differ in size: {start.shape[1]}x{start.shape[0]} vs "
                              f"{end.shape[1]}x{end.shape[0]}")
+        return self.interpolate_batch(start[None], end[None], num_frames, samples, seed, steps, sampler, guidance,
+                                      progress)[0]
+
+    @torch.no_grad()
+    def interpolate_batch(self, starts: np.ndarray, ends: np.ndarray, num_frames: int = 7, samples: int = 1,
+                          seed: int = 0, steps: int | None = None, sampler: str | None = None,
+                          guidance: float | None = None, progress: bool = False) -> np.ndarray:
+        """`interpolate` for B pairs in one sampler run: starts, ends uint8 (B, H, W, 3) ->
+        uint8 (B, samples, num_frames, H, W, 3). With B == 1 it equals `interpolate`; with B > 1
+        each pair's noise depends on its place in the batch (reproducible for a fixed batch)."""
+        _check_count("num_frames", num_frames, 1)
+        _check_count("samples", samples, 1)
+        starts, ends = np.asarray(starts), np.asarray(ends)
+        if starts.ndim != 4 or starts.shape != ends.shape or starts.dtype != np.uint8 or ends.dtype != np.uint8:
+            raise ShapeError(f"starts/ends must be uint8 (B, H, W, 3) of one shape, "
+                             f"got {starts.dtype} {starts.shape} and {ends.dtype} {ends.shape}")
         steps, sampler, guidance = self._settings(steps, sampler, guidance)
-        n = num_frames + 2
+        B, n = len(starts), num_frames + 2
         windows = plan.plan_infill(n, self.config.window)
         gen = torch.Generator(self.device).manual_seed(int(seed))
-        ends = self.encode(np.stack([start, end]))  # (2, C, h, w)
-        z = ends.new_zeros((samples, n, *ends.shape[1:]))
-        z[:, 0], z[:, -1] = ends[0], ends[1]
+        z_ends = self.encode(np.concatenate([starts, ends]))  # (2B, C, h, w), one encode call
+        z = z_ends.new_zeros((B * samples, n, *z_ends.shape[1:]))  # (B*S, n, C, h, w), pair-major
+        z[:, 0] = z_ends[:B].repeat_interleave(samples, 0)
+        z[:, -1] = z_ends[B:].repeat_interleave(samples, 0)
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         made[0] = made[-1] = True
         z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "interpolate", progress)
-        return self._decode_videos(z[:, 1:-1], size=start.shape[:2])
+        out = self._decode_videos(z[:, 1:-1], size=starts.shape[1:3])  # (B*S, n-2, H, W, 3)
+        return out.reshape(B, samples, *out.shape[1:])
 
     @torch.no_grad()
     def interpolate_video(self, frames: np.ndarray, factor: int, samples: int = 1, seed: int = 0,
@@ -310,20 +326,33 @@ class VideoPipeline:
                 progress: bool = False) -> np.ndarray:
         """Continue a clip uint8 (N, H, W, 3): uint8 (samples, num_future, H, W, 3)."""
         frames = _check_frames(frames)
+        return self.predict_batch(frames[None], num_future, samples, seed, steps, sampler, guidance, progress)[0]
+
+    @torch.no_grad()
+    def predict_batch(self, given: np.ndarray, num_future: int, samples: int = 1, seed: int = 0,
+                      steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
+                      progress: bool = False) -> np.ndarray:
+        """`predict` for B clips of equal length in one sampler run: given uint8 (B, N, H, W, 3) ->
+        uint8 (B, samples, num_future, H, W, 3). With B == 1 it equals `predict`."""
+        given = np.asarray(given)
+        if given.ndim != 5 or given.dtype != np.uint8 or given.shape[-1] != 3 or 0 in given.shape[:2]:
+            raise ShapeError(f"given must be uint8 (B, N, H, W, 3), got {given.dtype} {given.shape}")
         _check_count("num_future", num_future, 1)
         _check_count("samples", samples, 1)
         steps, sampler, guidance = self._settings(steps, sampler, guidance)
-        given = self.encode(frames)
-        n_given = len(frames)
+        B, n_given, H, W = given.shape[:4]
         n = n_given + num_future
         windows = plan.plan_continuation(n_given, n, self.config.window, self.config.context)
         gen = torch.Generator(self.device).manual_seed(int(seed))
-        z = given.new_zeros((samples, n, *given.shape[1:]))
-        z[:, :n_given] = given
+        z_given = self.encode(given.reshape(B * n_given, H, W, 3))  # (B*N, C, h, w)
+        z_given = z_given.reshape(B, n_given, *z_given.shape[1:]).repeat_interleave(samples, 0)
+        z = z_given.new_zeros((B * samples, n, *z_given.shape[2:]))  # (B*S, n, C, h, w)
+        z[:, :n_given] = z_given
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         made[:n_given] = True
         z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "predict", progress)
-        return self._decode_videos(z[:, n_given:], size=frames.shape[1:3])
+        out = self._decode_videos(z[:, n_given:], size=(H, W))  # (B*S, num_future, H, W, 3)
+        return out.reshape(B, samples, *out.shape[1:])
 
     def _decode_videos(self, z: torch.Tensor, size=None) -> np.ndarray:
         B, T = z.shape[:2]
