@@ -63,7 +63,7 @@ def main() -> int:
                        "wall_s": time.time() - t0, "threads": os.environ.get("OMP_NUM_THREADS", "default")}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    print(f"\n| stage | precision | steps/s | samples/s |\n|---|---|---|---|")
+    print("\n| stage | precision | steps/s | samples/s |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['stage']} | {r['precision']} | {r['steps_per_s']:.3f} | {r['samples_per_s']:.2f} |")
     return 0

@@ -7,11 +7,10 @@ not, short-sequence and general paths) without the full cartesian product; batch
 except where batch is what is tested.
 """
 
-import os
-
 import pytest
 import torch
 
+from kernel_helpers import fresh_generator, rel_err
 from kernels import INTERPRET, attention_reference, attention_triton, poison_outputs
 from vidm.errors import ShapeError
 
@@ -21,18 +20,6 @@ pytestmark = pytest.mark.skipif(
 
 DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRET else "cpu"
 TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
-
-
-def fresh_generator() -> tuple[torch.Generator, int]:
-    """New random inputs every run; the seed goes into failure messages to reproduce them."""
-    seed = int.from_bytes(os.urandom(4), "little")
-    return torch.Generator().manual_seed(seed), seed
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """Largest error relative to the largest reference magnitude (at least 0.01: some exact
-    gradients are zero, e.g. dq and dk when a sequence has one element). NaN stays NaN."""
-    return ((out.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-2)).item()
 
 
 def make_qkv(B, H, N, D, dtype, gen, n_kv=None, layout="bhnd"):

@@ -7,11 +7,12 @@ one-pass and the looped (large group) kernels, without the full cartesian produc
 """
 
 import importlib
-import os
+
 
 import pytest
 import torch
 
+from kernel_helpers import fresh_generator, rel_err
 from kernels import INTERPRET, group_norm_reference, group_norm_torch, group_norm_triton, poison_outputs
 from vidm.errors import ConfigError, ShapeError
 
@@ -23,16 +24,6 @@ pytestmark = pytest.mark.skipif(
 
 DEVICE = "cuda" if torch.cuda.is_available() and not INTERPRET else "cpu"
 TOL = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
-
-
-def fresh_generator() -> tuple[torch.Generator, int]:
-    seed = int.from_bytes(os.urandom(4), "little")
-    return torch.Generator().manual_seed(seed), seed
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """Largest error relative to the largest reference magnitude. NaN stays NaN."""
-    return ((out.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-2)).item()
 
 
 def make_inputs(shape, affine, modulate, layout, dtype, gen):

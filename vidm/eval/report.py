@@ -297,7 +297,7 @@ def interpolation_markdown(report: dict) -> str:
             "- Clip: frames s..s+G of one video (G = largest gap); for gap g every method gets frames s and s+g "
             "and makes the g-1 frames between, scored against the true ones (same clips and starts for every "
             "gap and method).",
-            f"- PSNR: mean over the in-between frames of per-frame PSNR (data range 255, capped at 100 dB). "
+            "- PSNR: mean over the in-between frames of per-frame PSNR (data range 255, capped at 100 dB). "
             "SSIM: mean per-frame SSIM (Gaussian 11x11 window, sigma 1.5).",
             "- Position error (synthetic videos with their JSON only): distance in px between each visible "
             "object's true centroid and the centroid of the largest blob of its colour; a visible object not "
