@@ -252,3 +252,22 @@ def test_two_cpu_processes_end_identical(setup):
     assert len(b0) == len(b1) == 2 and not set(b0) & set(b1)
     assert sorted((run / "checkpoints" / "step-0000003").glob("random_states_*.pkl"))[-1].name == "random_states_1.pkl"
     assert len(losses(run)) == 3  # one log line per step: only the main process writes
+
+
+def test_init_from_starts_a_new_run_from_a_model_folder(setup, capsys):
+    from vidm.models import MotionUNet
+
+    assert in_process(setup, "base-run", "run.steps=3", "run.sample_every=0", "run.val_every=0") == 0
+    source = setup / "runs" / "base-run" / "model"
+    # One step at a negligible lr: the export equals the source to ~1e-12 (a fresh init would not).
+    assert in_process(setup, "tuned", f"run.init_from={source}", "run.steps=1", "optim.lr=1e-12",
+                      "run.sample_every=0", "run.val_every=0") == 0
+    assert max_diff(source / "model.safetensors", setup / "runs" / "tuned" / "model" / "model.safetensors") < 1e-9
+    fresh = MotionUNet.from_pretrained(setup / "runs" / "base-run" / "model").state_dict()
+    assert any(v.abs().sum() > 0 for k, v in fresh.items() if "to_out" in k)  # trained, not the zero init
+
+    capsys.readouterr()
+    assert in_process(setup, "mismatch", f"run.init_from={source}", "model.model_channels=8", "run.steps=1") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "run.init_from" in err and "another config" in err
+    assert not (setup / "runs" / "mismatch").exists()

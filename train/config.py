@@ -39,6 +39,9 @@ class RunConfig:
     keep_checkpoints: int = 2  # the last K step-XXXXXXX folders are kept
     progress: bool = True  # tqdm bar on the main process
     cpu: bool = False  # force CPU even where CUDA is present
+    # A model folder (config.json + model.safetensors, e.g. runs/NAME/model or a stage of a pipeline
+    # folder) whose weights start a new run: fine-tuning. Same model config required; ignored on resume.
+    init_from: Optional[str] = None
 
 
 @dataclass

@@ -204,6 +204,10 @@ def train(stage_cls, args) -> int:
             f"or --name NEW for a new run"
         )
 
+    if cfg.run.init_from and resume_from is None:
+        _init_from(stage.net, cfg.run.init_from, stage.name, model_config, args.config)
+        if is_main:
+            print(f"train.{stage.name}: weights from {cfg.run.init_from}", file=sys.stderr)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, run_dir / "config.yaml")
@@ -405,6 +409,20 @@ def _truncate_metrics(path: Path, step: int) -> None:
         except json.JSONDecodeError:
             pass  # a torn last line
     path.write_text("".join(line + "\n" for line in keep))
+
+
+def _init_from(net, path: str, kind: str, model_config: dict, src: str) -> None:
+    """Load a model folder's weights into `net` (run.init_from); its config must equal this run's."""
+    from vidm.models.pretrained import load_pretrained
+
+    try:
+        loaded = load_pretrained(path)
+    except VidmError as e:
+        raise ConfigError(f"{src}: run.init_from: {e}") from None
+    if loaded.config_class.kind != kind or loaded.config.to_dict() != model_config:
+        raise ConfigError(f"{src}: run.init_from: {path} holds a {loaded.config_class.kind} model with another "
+                          f"config than this run's model section")
+    net.load_state_dict(loaded.state_dict())
 
 
 def _validate(stage: Stage, net, val_keys, cfg, accelerator) -> float:
