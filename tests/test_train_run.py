@@ -270,4 +270,5 @@ def test_init_from_starts_a_new_run_from_a_model_folder(setup, capsys):
     assert in_process(setup, "mismatch", f"run.init_from={source}", "model.model_channels=8", "run.steps=1") == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "run.init_from" in err and "another config" in err
+    assert "model.model_channels: 16 there, 8 now" in err
     assert not (setup / "runs" / "mismatch").exists()

@@ -69,17 +69,23 @@ def read_train_state(ckpt: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
 
 
+def config_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """None if the model configs are equal, else the first differing key as
+    "model.KEY: OLD there, NEW now" (for one-line errors)."""
+    if old == new:
+        return None
+    k = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    return f"model.{k}: {old.get(k)!r} there, {new.get(k)!r} now"
+
+
 def check_same_model(ckpt: str | Path, state: dict[str, Any], stage: str, model_config: dict[str, Any]) -> None:
     """A checkpoint made for another stage or model config cannot be resumed (one-line error)."""
     if state.get("stage") != stage:
         raise CheckpointError(f"{ckpt}: checkpoint is from stage {state.get('stage')!r}, not {stage!r}")
-    old = state.get("model_config", {})
-    if old != model_config:
-        diffs = [k for k in sorted(set(old) | set(model_config)) if old.get(k) != model_config.get(k)]
-        k = diffs[0]
+    diff = config_difference(state.get("model_config", {}), model_config)
+    if diff:
         raise CheckpointError(
-            f"{ckpt}: checkpoint has a different model config (model.{k}: {old.get(k)!r} there, "
-            f"{model_config.get(k)!r} now); use the same model config or a new --name"
+            f"{ckpt}: checkpoint has a different model config ({diff}); use the same model config or a new --name"
         )
 
 

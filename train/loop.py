@@ -413,15 +413,19 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def _init_from(net, path: str, kind: str, model_config: dict, src: str) -> None:
     """Load a model folder's weights into `net` (run.init_from); its config must equal this run's."""
+    from train.checkpoint import config_difference
     from vidm.models.pretrained import load_pretrained
 
     try:
         loaded = load_pretrained(path)
     except VidmError as e:
         raise ConfigError(f"{src}: run.init_from: {e}") from None
-    if loaded.config_class.kind != kind or loaded.config.to_dict() != model_config:
-        raise ConfigError(f"{src}: run.init_from: {path} holds a {loaded.config_class.kind} model with another "
-                          f"config than this run's model section")
+    if loaded.config_class.kind != kind:
+        raise ConfigError(f"{src}: run.init_from: {path} holds a {loaded.config_class.kind} model, not {kind}")
+    diff = config_difference(loaded.config.to_dict(), model_config)
+    if diff:
+        raise ConfigError(f"{src}: run.init_from: {path} holds a model with another config than this run's "
+                          f"model section ({diff})")
     net.load_state_dict(loaded.state_dict())
 
 
