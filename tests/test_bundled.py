@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vidm.pipeline import VideoPipeline
+from vidm.pipeline.config import STAGES
 from vidm.pipeline.pipeline import default_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ def test_bundle_is_complete_fp16_and_under_30_mb():
     root = default_model_dir()
     assert (root / "pipeline.json").is_file() and (root / "README.md").is_file()
     total = 0
-    for stage in ("autoencoder", "content", "motion"):
+    for stage in STAGES:
         weights = root / stage / "model.safetensors"
         assert (root / stage / "config.json").is_file()
         total += weights.stat().st_size
