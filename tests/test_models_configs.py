@@ -48,6 +48,10 @@ def test_unknown_names_and_keys_raise():
         ContentUNetConfig(model_channels=36, norm_groups=8)
     with pytest.raises(ConfigError, match="temporal_levels"):
         MotionUNetConfig(temporal_levels=(5,))
+    with pytest.raises(ConfigError, match="spacetime_levels"):
+        MotionUNetConfig(spacetime_levels=(3,))
+    # Configs written before spacetime_levels existed still load (no space-time blocks).
+    assert MotionUNetConfig.from_dict({"model_channels": 32}).spacetime_levels == ()
     with pytest.raises(ConfigError, match="needs a MotionUNetConfig"):
         build_model("motion", ContentUNetConfig())
 

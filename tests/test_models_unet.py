@@ -6,7 +6,8 @@ import torch
 from einops import rearrange
 
 from vidm.errors import ConfigError, ShapeError
-from vidm.models import ContentUNet, ContentUNetConfig, MotionUNet, MotionUNetConfig, TemporalAttention
+from vidm.models import (ContentUNet, ContentUNetConfig, MotionUNet, MotionUNetConfig, SpaceTimeAttention,
+                         TemporalAttention)
 
 C = 4
 
@@ -157,8 +158,34 @@ def test_temporal_attention_permutation_equivariant_and_time_dependent():
     assert (run(x2, times)[:, 1:] - out[:, 1:]).abs().max() > 1e-3
 
 
-def test_motion_unet_permutation_equivariant():
-    net = randomize_zero_init(small_motion())
+def test_space_time_attention_mixes_across_frames_and_positions_in_one_step():
+    torch.manual_seed(0)
+    B, T, Ch, H, W = 2, 4, 32, 5, 3
+    block = randomize_zero_init(SpaceTimeAttention(Ch, head_dim=16, num_groups=4), std=0.2).eval()
+    x = torch.randn(B, T, Ch, H, W)
+    times = torch.tensor([[0.0, 1.0, 2.5, 4.0], [3.0, 1.0, 0.0, 8.0]])
+    perm = torch.tensor([2, 0, 3, 1])
+
+    def run(x, times):
+        with torch.no_grad():
+            return rearrange(block(rearrange(x, "b t c h w -> (b t) c h w"), times), "(b t) c h w -> b t c h w", b=B)
+
+    out = run(x, times)
+    torch.testing.assert_close(run(x[:, perm], times[:, perm]), out[:, perm], atol=1e-5, rtol=1e-5)
+    assert (run(x[:, perm], times) - out[:, perm]).abs().max() > 1e-2  # times matter
+    # One pixel of frame 0 reaches another pixel of frame 2 through this one block (factorised
+    # attention needs two blocks for that).
+    x2 = x.clone()
+    x2[:, 0, :, 0, 0] = torch.randn(B, Ch)
+    assert (run(x2, times)[:, 2, :, 4, 2] - out[:, 2, :, 4, 2]).abs().max() > 1e-3
+    # Positions are encoded: the block is not equivariant to shifting the frames spatially.
+    shifted = run(x.roll(1, dims=-1), times)
+    assert (shifted - out.roll(1, dims=-1)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("spacetime_levels", [(), (1,)])
+def test_motion_unet_permutation_equivariant(spacetime_levels):
+    net = randomize_zero_init(small_motion(spacetime_levels=spacetime_levels))
     x, c_noise, known, times, anchor = motion_inputs(2, 5)
     perm = torch.tensor([4, 2, 0, 3, 1])
     with torch.no_grad():
@@ -212,8 +239,11 @@ def test_bf16_autocast_forward():
     assert out_c.shape == x[:, 0].shape
 
 
-def test_backward_reaches_all_parameters():
-    net = randomize_zero_init(small_motion()).train()
+@pytest.mark.parametrize("spacetime_levels", [(), (0, 1)])
+def test_backward_reaches_all_parameters(spacetime_levels):
+    net = randomize_zero_init(small_motion(spacetime_levels=spacetime_levels)).train()
+    # one block after each ResBlock stage of those levels that stays at the level's resolution
+    assert sorted(net.body.spacetime) == (["down0", "down2", "up0", "up2", "up3"] if spacetime_levels else [])
     x, c_noise, known, times, anchor = motion_inputs(1, 3)
     net(x, c_noise, known=known, times=times, anchor=anchor).square().mean().backward()
     no_grad = [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
@@ -222,7 +252,7 @@ def test_backward_reaches_all_parameters():
 
 
 def test_gradient_checkpointing_matches():
-    net = randomize_zero_init(small_motion()).train()
+    net = randomize_zero_init(small_motion(spacetime_levels=(1,))).train()
     x, c_noise, known, times, anchor = motion_inputs(1, 3)
     out = net(x, c_noise, known=known, times=times, anchor=anchor)
     out.square().mean().backward()

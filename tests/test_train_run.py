@@ -272,3 +272,17 @@ def test_init_from_starts_a_new_run_from_a_model_folder(setup, capsys):
     assert err.count("\n") == 0 and "run.init_from" in err and "another config" in err
     assert "model.model_channels: 16 there, 8 now" in err
     assert not (setup / "runs" / "mismatch").exists()
+
+    # A grown model (space-time attention added): the old weights load, the new blocks keep
+    # their init, and since their output layers start at zero the grown model computes what
+    # the source did (a step at a negligible lr keeps it so).
+    assert in_process(setup, "grown", f"run.init_from={source}", "model.spacetime_levels=[1]", "run.steps=1",
+                      "optim.lr=1e-12", "run.sample_every=0", "run.val_every=0") == 0
+    assert "tensors are new in this run's model (model.spacetime_levels: [] there, [1] now)" in capsys.readouterr().err
+    grown = MotionUNet.from_pretrained(setup / "runs" / "grown" / "model")
+    assert grown.config.spacetime_levels == (1,) and len(grown.body.spacetime) == 2
+    x, c = torch.randn(1, 3, 4, 8, 8), torch.randn(1, 3)
+    known, times = torch.tensor([[True, False, True]]), torch.arange(3.0)[None]
+    with torch.no_grad():
+        expect = MotionUNet.from_pretrained(source).float()(x, c, known, times)
+        torch.testing.assert_close(grown.float()(x, c, known, times), expect)

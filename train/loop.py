@@ -412,7 +412,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _init_from(net, path: str, kind: str, model_config: dict, src: str) -> None:
-    """Load a model folder's weights into `net` (run.init_from); its config must equal this run's."""
+    """Load a model folder's weights into `net` (run.init_from).
+
+    Every tensor of the folder must fit a tensor of `net` (same name and shape). `net` may have
+    more: a grown model (e.g. added `spacetime_levels`) keeps its fresh initialisation there,
+    and its zero-initialised output layers make it start out computing what the folder's model
+    did. Anything else that differs is a one-line error naming the differing config key.
+    """
     from train.checkpoint import config_difference
     from vidm.models.pretrained import load_pretrained
 
@@ -422,11 +428,17 @@ def _init_from(net, path: str, kind: str, model_config: dict, src: str) -> None:
         raise ConfigError(f"{src}: run.init_from: {e}") from None
     if loaded.config_class.kind != kind:
         raise ConfigError(f"{src}: run.init_from: {path} holds a {loaded.config_class.kind} model, not {kind}")
+    theirs, ours = loaded.state_dict(), net.state_dict()
+    fits = all(k in ours and ours[k].shape == v.shape for k, v in theirs.items())
     diff = config_difference(loaded.config.to_dict(), model_config)
-    if diff:
+    if not fits:
         raise ConfigError(f"{src}: run.init_from: {path} holds a model with another config than this run's "
-                          f"model section ({diff})")
-    net.load_state_dict(loaded.state_dict())
+                          f"model section ({diff}) whose weights do not fit")
+    net.load_state_dict(theirs, strict=False)
+    new = sorted(set(ours) - set(theirs))
+    if new:
+        print(f"train.{kind}: run.init_from: {len(new)} tensors are new in this run's model ({diff}) and keep "
+              f"their initialisation", file=sys.stderr)
 
 
 def _validate(stage: Stage, net, val_keys, cfg, accelerator) -> float:

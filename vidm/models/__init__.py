@@ -11,7 +11,7 @@ from vidm.errors import ConfigError
 from vidm.models.autoencoder import (AutoencoderKL, DiagonalGaussian, decode_frames, decode_video, encode_frames,
                                      encode_video, measure_latent_scale)
 from vidm.models.autoencoder_loss import PatchDiscriminator, autoencoder_loss, discriminator_loss
-from vidm.models.blocks import ResBlock, SpatialAttention, TemporalAttention
+from vidm.models.blocks import ResBlock, SpaceTimeAttention, SpatialAttention, TemporalAttention
 from vidm.models.configs import AutoencoderConfig, ContentUNetConfig, MotionUNetConfig
 from vidm.models.precision import autocast_dtype, cpu_has_fast_bf16
 from vidm.models.presets import get_preset, preset_names
@@ -40,7 +40,7 @@ def build_model(kind: str, config="tiny"):
 __all__ = [
     "AutoencoderKL", "DiagonalGaussian", "encode_frames", "decode_frames", "encode_video", "decode_video",
     "measure_latent_scale", "PatchDiscriminator", "autoencoder_loss", "discriminator_loss",
-    "ResBlock", "SpatialAttention", "TemporalAttention",
+    "ResBlock", "SpatialAttention", "TemporalAttention", "SpaceTimeAttention",
     "AutoencoderConfig", "ContentUNetConfig", "MotionUNetConfig",
     "ContentUNet", "MotionUNet", "MODEL_CLASSES", "build_model", "get_preset", "preset_names",
     "load_pretrained", "autocast_dtype", "cpu_has_fast_bf16",

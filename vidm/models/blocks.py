@@ -8,6 +8,7 @@ final convs) start at zero.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -18,7 +19,7 @@ from einops import rearrange
 import kernels
 from vidm.errors import ConfigError, ShapeError
 from vidm.models.configs import SUPPORTED_HEAD_DIMS
-from vidm.models.embeddings import FrameTimeEncoding, zero_module
+from vidm.models.embeddings import FrameTimeEncoding, sinusoidal, zero_module
 
 
 class GroupNorm(nn.Module):
@@ -163,5 +164,54 @@ class TemporalAttention(nn.Module):
         return x + rearrange(out, "b (h w) t c -> (b t) c h w", h=H, w=W)
 
 
+class SpaceTimeAttention(nn.Module):
+    """Self-attention over all T*h*w positions of a video's window (residual, pre-norm).
+
+    Factorised attention moves information across time only at a fixed pixel and across space
+    only within a frame, so an object at p in one frame reaches position q in another only over
+    two hops. Here a token of an in-between frame sees every position of every other frame in
+    one step: it can find the object in the known frames and copy it to where it belongs. Each
+    token gets its frame time's encoding plus a Fourier encoding of its position in the frame
+    (normalised to [-1, 1], so the code does not depend on the resolution). Used at the coarse
+    levels only: the cost grows with (T*h*w)^2.
+    """
+
+    def __init__(self, channels: int, head_dim: int, num_groups: int, max_period: float = 10000.0,
+                 num_freqs: int = 8):
+        super().__init__()
+        self.heads = _num_heads(channels, head_dim, "SpaceTimeAttention")
+        self.norm = GroupNorm(channels, num_groups)
+        self.time_enc = FrameTimeEncoding(channels, max_period)
+        self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(num_freqs, dtype=torch.float32),
+                             persistent=False)
+        self.pos_proj = nn.Linear(4 * num_freqs, channels)
+        self.to_qkv = nn.Linear(channels, 3 * channels)
+        self.to_out = zero_module(nn.Linear(channels, channels))
+
+    def position_encoding(self, H: int, W: int) -> torch.Tensor:
+        """(H*W, 4 * num_freqs) sin/cos codes of pixel centres in [-1, 1] x [-1, 1], rows first."""
+        dev = self.freqs.device
+        y = (torch.arange(H, device=dev, dtype=torch.float32) + 0.5) / H * 2 - 1
+        x = (torch.arange(W, device=dev, dtype=torch.float32) + 0.5) / W * 2 - 1
+        yy, xx = torch.meshgrid(y, x, indexing="ij")
+        return torch.cat([sinusoidal(yy.reshape(-1), 2 * len(self.freqs), self.freqs),
+                          sinusoidal(xx.reshape(-1), 2 * len(self.freqs), self.freqs)], dim=-1)
+
+    def forward(self, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        # x (B*T, C, H, W) frames of each video consecutive; times (B, T)
+        B, T = times.shape
+        if x.shape[0] != B * T:
+            raise ShapeError(f"SpaceTimeAttention: x has {x.shape[0]} frames, times says B*T = {B}*{T}")
+        H, W = x.shape[-2:]
+        tokens = rearrange(self.norm(x), "(b t) c h w -> b t (h w) c", b=B, t=T)
+        pos = self.pos_proj(self.position_encoding(H, W).to(self.pos_proj.weight.dtype))  # (h*w, C)
+        tokens = tokens + self.time_enc(times).to(tokens.dtype)[:, :, None] + pos.to(tokens.dtype)
+        q, k, v = rearrange(self.to_qkv(tokens), "b t l (three heads d) -> three b heads (t l) d",
+                            three=3, heads=self.heads)
+        out = kernels.attention(q, k, v)  # (B, heads, T*h*w, d)
+        out = self.to_out(rearrange(out, "b heads n d -> b n (heads d)"))
+        return x + rearrange(out, "b (t h w) c -> (b t) c h w", t=T, h=H, w=W)
+
+
 __all__ = ["GroupNorm", "ResBlock", "Downsample", "Upsample", "SpatialAttention", "TemporalAttention",
-           "AttentionProcessor"]
+           "SpaceTimeAttention", "AttentionProcessor"]

@@ -224,6 +224,9 @@ class MotionUNetConfig(UNetConfig):
 
     temporal_levels: tuple[int, ...] = (0, 1, 2)  # levels with temporal attention (+ middle block)
     time_max_period: float = 10000.0  # longest period of the sinusoidal frame-time encoding
+    # Levels whose ResBlocks are each followed by full space-time attention over the window (on
+    # top of the factorised blocks). Coarse levels only: the cost grows with (T*h*w)^2.
+    spacetime_levels: tuple[int, ...] = ()
 
     def validate(self) -> None:
         super().validate()
@@ -232,6 +235,10 @@ class MotionUNetConfig(UNetConfig):
         for lv in self.temporal_levels:
             if not 0 <= lv < len(chans):
                 raise ConfigError(f"{n}.temporal_levels: level {lv} outside 0..{len(chans) - 1}")
+            _check_channels(n, [chans[lv]], self.norm_groups, self.head_dim)
+        for lv in self.spacetime_levels:
+            if not 0 <= lv < len(chans):
+                raise ConfigError(f"{n}.spacetime_levels: level {lv} outside 0..{len(chans) - 1}")
             _check_channels(n, [chans[lv]], self.norm_groups, self.head_dim)
         if not self.time_max_period > 1:
             raise ConfigError(f"{n}.time_max_period: must be > 1, got {self.time_max_period}")

@@ -42,7 +42,7 @@ class MotionUNet(PretrainedMixin, nn.Module):
         self.known_embed = nn.Embedding(2, config.emb_dim)  # row 0 = unknown, row 1 = known
         nn.init.normal_(self.known_embed.weight, std=0.1)
         self.body = UNetBody(config, 2 * C + 2, C, temporal_levels=config.temporal_levels,
-                             time_max_period=config.time_max_period)
+                             time_max_period=config.time_max_period, spacetime_levels=config.spacetime_levels)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, known: torch.Tensor, times: torch.Tensor,
                 anchor: torch.Tensor | None = None, anchor_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,7 +13,8 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from vidm.errors import ShapeError
-from vidm.models.blocks import Downsample, GroupNorm, ResBlock, SpatialAttention, TemporalAttention, Upsample
+from vidm.models.blocks import (Downsample, GroupNorm, ResBlock, SpaceTimeAttention, SpatialAttention,
+                               TemporalAttention, Upsample)
 from vidm.models.configs import UNetConfig
 from vidm.models.embeddings import zero_module
 
@@ -35,10 +36,17 @@ class Stage(nn.ModuleList):
 
 class UNetBody(nn.Module):
     """conv_in -> encoder levels (ResBlocks [+ attn], Downsample) -> middle -> decoder levels with
-    skip concatenation -> GroupNorm+SiLU -> conv_out (zero-init: an untrained body outputs 0)."""
+    skip concatenation -> GroupNorm+SiLU -> conv_out (zero-init: an untrained body outputs 0).
+
+    Space-time attention blocks live in their own `spacetime` dict, keyed by the stage they
+    follow ("down3", "up1"), not inside the stages: adding them to a trained model leaves every
+    existing parameter name as it was, so the old weights load into the grown model (which,
+    with the new blocks' zero output layers, computes exactly what the old one did).
+    """
 
     def __init__(self, cfg: UNetConfig, in_channels: int, out_channels: int,
-                 temporal_levels: tuple[int, ...] = (), time_max_period: float = 10000.0):
+                 temporal_levels: tuple[int, ...] = (), time_max_period: float = 10000.0,
+                 spacetime_levels: tuple[int, ...] = ()):
         super().__init__()
         chans = cfg.level_channels()
         E, G, nres, last = cfg.emb_dim, cfg.norm_groups, cfg.num_res_blocks, len(chans) - 1
@@ -55,10 +63,17 @@ class UNetBody(nn.Module):
 
         self.conv_in = nn.Conv2d(in_channels, chans[0], 3, padding=1)
         cur, skips = chans[0], [chans[0]]
+        self.spacetime = nn.ModuleDict()
+
+        def spacetime(key: str, level: int, c: int) -> None:
+            if level in spacetime_levels:
+                self.spacetime[key] = SpaceTimeAttention(c, cfg.head_dim, G, time_max_period)
+
         self.down = nn.ModuleList()
         for lv, c in enumerate(chans):
             for _ in range(nres):
                 self.down.append(Stage([ResBlock(cur, c, E, G, cfg.dropout), *attn(lv, c)]))
+                spacetime(f"down{len(self.down) - 1}", lv, c)
                 cur = c
                 skips.append(cur)
             if lv != last:
@@ -79,6 +94,8 @@ class UNetBody(nn.Module):
                 cur = c
                 if lv != 0 and i == nres:
                     layers.append(Upsample(cur))
+                else:  # after an Upsample the stage's output is at the next level's resolution
+                    spacetime(f"up{len(self.up)}", lv, c)
                 self.up.append(Stage(layers))
         assert not skips
 
@@ -90,16 +107,24 @@ class UNetBody(nn.Module):
             return checkpoint(stage, h, emb, times, use_reentrant=False)
         return stage(h, emb, times)
 
+    def _spacetime(self, key: str, h, times):
+        block = self.spacetime[key] if key in self.spacetime else None
+        if block is None:
+            return h
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, h, times, use_reentrant=False)
+        return block(h, times)
+
     def forward(self, x: torch.Tensor, emb: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         # x (N, C_in, H, W), emb (N, E), times (B, T) with N = B*T (temporal bodies only)
         h = self.conv_in(x)
         hs = [h]
-        for stage in self.down:
-            h = self._run(stage, h, emb, times)
+        for i, stage in enumerate(self.down):
+            h = self._spacetime(f"down{i}", self._run(stage, h, emb, times), times)
             hs.append(h)
         h = self._run(self.mid, h, emb, times)
-        for stage in self.up:
-            h = self._run(stage, torch.cat([h, hs.pop()], dim=1), emb, times)
+        for i, stage in enumerate(self.up):
+            h = self._spacetime(f"up{i}", self._run(stage, torch.cat([h, hs.pop()], dim=1), emb, times), times)
         return self.conv_out(self.norm_out(h))
 
 
