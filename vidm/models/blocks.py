@@ -101,6 +101,14 @@ def _num_heads(channels: int, head_dim: int, where: str) -> int:
     return channels // head_dim
 
 
+def _video_dims(x: torch.Tensor, times: torch.Tensor, where: str) -> tuple[int, int, int, int]:
+    """(B, T, H, W) of x (B*T, C, H, W), the frames of each video consecutive; times (B, T)."""
+    B, T = times.shape
+    if x.shape[0] != B * T:
+        raise ShapeError(f"{where}: x has {x.shape[0]} frames, times says B*T = {B}*{T}")
+    return B, T, *x.shape[-2:]
+
+
 class SpatialAttention(nn.Module):
     """Self-attention over the H*W positions of each frame (residual, pre-norm)."""
 
@@ -149,11 +157,7 @@ class TemporalAttention(nn.Module):
         self.processor: AttentionProcessor | None = None
 
     def forward(self, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        # x (B*T, C, H, W) frames of each video consecutive; times (B, T)
-        B, T = times.shape
-        if x.shape[0] != B * T:
-            raise ShapeError(f"TemporalAttention: x has {x.shape[0]} frames, times says B*T = {B}*{T}")
-        H, W = x.shape[-2:]
+        B, T, H, W = _video_dims(x, times, "TemporalAttention")
         tokens = rearrange(self.norm(x), "(b t) c h w -> b (h w) t c", b=B, t=T)
         tokens = tokens + self.time_enc(times).to(tokens.dtype)[:, None]  # (B, 1, T, C) broadcast over h*w
         q, k, v = (rearrange(proj(tokens), "b l t (heads d) -> (b l) heads t d", heads=self.heads)
@@ -198,11 +202,7 @@ class SpaceTimeAttention(nn.Module):
                           sinusoidal(xx.reshape(-1), 2 * len(self.freqs), self.freqs)], dim=-1)
 
     def forward(self, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-        # x (B*T, C, H, W) frames of each video consecutive; times (B, T)
-        B, T = times.shape
-        if x.shape[0] != B * T:
-            raise ShapeError(f"SpaceTimeAttention: x has {x.shape[0]} frames, times says B*T = {B}*{T}")
-        H, W = x.shape[-2:]
+        B, T, H, W = _video_dims(x, times, "SpaceTimeAttention")
         tokens = rearrange(self.norm(x), "(b t) c h w -> b t (h w) c", b=B, t=T)
         pos = self.pos_proj(self.position_encoding(H, W).to(self.pos_proj.weight.dtype))  # (h*w, C)
         tokens = tokens + self.time_enc(times).to(tokens.dtype)[:, :, None] + pos.to(tokens.dtype)
