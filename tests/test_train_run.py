@@ -286,3 +286,19 @@ def test_init_from_starts_a_new_run_from_a_model_folder(setup, capsys):
     with torch.no_grad():
         expect = MotionUNet.from_pretrained(source).float()(x, c, known, times)
         torch.testing.assert_close(grown.float()(x, c, known, times), expect)
+
+    # run.init_skip: those tensors keep their fresh init (the output layer starts at zero again).
+    assert in_process(setup, "skip", f"run.init_from={source}", "run.init_skip=[body.conv_out]",
+                      "model.prior_mean=known", "run.steps=1", "optim.lr=1e-12", "run.sample_every=0",
+                      "run.val_every=0") == 0
+    err = capsys.readouterr().err
+    assert "config differs (model.prior_mean: 'none' there, 'known' now)" in err and "2 tensors skipped" in err
+    restarted = load_file(str(setup / "runs" / "skip" / "model" / "model.safetensors"))
+    assert restarted["body.conv_out.weight"].abs().max() < 1e-9
+    src = load_file(str(source / "model.safetensors"))
+    assert all((restarted[k].double() - v.double()).abs().max() < 1e-6 for k, v in src.items()
+               if not k.startswith("body.conv_out"))
+    assert in_process(setup, "skip-typo", f"run.init_from={source}", "run.init_skip=[body.conv_outt]",
+                      "run.steps=1") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no weight of" in err and "body.conv_outt" in err

@@ -40,8 +40,12 @@ class RunConfig:
     progress: bool = True  # tqdm bar on the main process
     cpu: bool = False  # force CPU even where CUDA is present
     # A model folder (config.json + model.safetensors, e.g. runs/NAME/model or a stage of a pipeline
-    # folder) whose weights start a new run: fine-tuning. Same model config required; ignored on resume.
+    # folder) whose weights start a new run: fine-tuning. Its weights must fit the run's model (which
+    # may add blocks); ignored on resume.
     init_from: Optional[str] = None
+    # Parameter-name prefixes NOT taken from init_from (they keep their fresh init), e.g.
+    # ["body.conv_out"] restarts the zero-initialised output layer when its meaning changes.
+    init_skip: tuple[str, ...] = ()
 
 
 @dataclass

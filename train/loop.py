@@ -205,7 +205,7 @@ def train(stage_cls, args) -> int:
         )
 
     if cfg.run.init_from and resume_from is None:
-        _init_from(stage.net, cfg.run.init_from, stage.name, model_config, args.config)
+        _init_from(stage.net, cfg.run.init_from, stage.name, model_config, args.config, cfg.run.init_skip)
         if is_main:
             print(f"train.{stage.name}: weights from {cfg.run.init_from}", file=sys.stderr)
     if is_main:
@@ -411,13 +411,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def _init_from(net, path: str, kind: str, model_config: dict, src: str) -> None:
+def _init_from(net, path: str, kind: str, model_config: dict, src: str, skip: tuple[str, ...] = ()) -> None:
     """Load a model folder's weights into `net` (run.init_from).
 
     Every tensor of the folder must fit a tensor of `net` (same name and shape). `net` may have
     more: a grown model (e.g. added `spacetime_levels`) keeps its fresh initialisation there,
     and its zero-initialised output layers make it start out computing what the folder's model
     did. Anything else that differs is a one-line error naming the differing config key.
+    Tensors whose names start with a prefix in `skip` are not loaded (fresh init).
     """
     from train.checkpoint import config_difference
     from vidm.models.pretrained import load_pretrained
@@ -434,11 +435,20 @@ def _init_from(net, path: str, kind: str, model_config: dict, src: str) -> None:
     if not fits:
         raise ConfigError(f"{src}: run.init_from: {path} holds a model with another config than this run's "
                           f"model section ({diff}) whose weights do not fit")
-    net.load_state_dict(theirs, strict=False)
+    skipped = {k for k in theirs if k.startswith(tuple(skip))} if skip else set()
+    unused = [p for p in skip if not any(k.startswith(p) for k in theirs)]
+    if unused:
+        raise ConfigError(f"{src}: run.init_skip: no weight of {path} starts with {unused[0]!r}")
+    net.load_state_dict({k: v for k, v in theirs.items() if k not in skipped}, strict=False)
     new = sorted(set(ours) - set(theirs))
     if new:
         print(f"train.{kind}: run.init_from: {len(new)} tensors are new in this run's model ({diff}) and keep "
               f"their initialisation", file=sys.stderr)
+    elif diff:
+        print(f"train.{kind}: run.init_from: the weights fit; config differs ({diff})", file=sys.stderr)
+    if skipped:
+        print(f"train.{kind}: run.init_from: {len(skipped)} tensors skipped (run.init_skip), fresh init",
+              file=sys.stderr)
 
 
 def _validate(stage: Stage, net, val_keys, cfg, accelerator) -> float:

@@ -5,6 +5,9 @@
 with c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma * sd / sqrt(sigma^2 + sd^2),
 c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4 (sd = sigma_data).
 
+With a motion backbone whose config has `prior_mean = "known"`, D works on the residual from
+the known frames' interpolation m (`vidm.diffusion.prior`): D(x) = m + D_plain(x - m).
+
 Sigma may differ per frame. sigma == 0 marks a known (given, clean) frame: D returns the input
 there exactly (torch.where), so samplers can keep known frames bit-exact.
 
@@ -17,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidm.errors import ShapeError
+from vidm.diffusion.prior import known_frame_mean
+from vidm.errors import ConfigError, ShapeError
 
 # c_noise uses ln(sigma); known frames (sigma == 0) get the smallest sigma EDM trains on, so
 # the backbone's noise embedding stays finite (their output is discarded anyway).
@@ -102,6 +106,13 @@ class Denoiser(nn.Module):
         c_skip, c_out, c_in, c_noise = edm_precond(sigma, self.sigma_data)
         known = sigma == 0  # (B, T) or (B,)
         view = (*sigma.shape, *([1] * (x.ndim - sigma.ndim)))  # broadcast over (C, H, W)
+        prior = None
+        if x.ndim == 5 and getattr(getattr(self.net, "config", None), "prior_mean", "none") == "known":
+            if cond.get("times") is None:
+                raise ConfigError("Denoiser: a prior_mean='known' model needs times= (B, T)")
+            prior = known_frame_mean(x, known, torch.as_tensor(cond["times"], device=x.device))
+            x_in = x
+            x = x - prior
         net_dtype = _net_dtype(self.net, dtype)
         net_in = (c_in.view(view) * x).to(net_dtype)
         c_noise = c_noise.to(torch.float64 if net_dtype == torch.float64 else torch.float32)
@@ -114,5 +125,7 @@ class Denoiser(nn.Module):
                 f"Denoiser: backbone returned {tuple(F_x.shape)}, expected {tuple(x.shape)}"
             )
         D_x = c_skip.view(view) * x + c_out.view(view) * F_x.to(dtype)
+        if prior is not None:
+            D_x, x = D_x + prior, x_in
         # torch.where, not c_out == 0: a non-finite backbone output must not leak into known frames.
         return torch.where(known.view(view), x, D_x)

@@ -227,6 +227,9 @@ class MotionUNetConfig(UNetConfig):
     # Levels whose ResBlocks are each followed by full space-time attention over the window (on
     # top of the factorised blocks). Coarse levels only: the cost grows with (T*h*w)^2.
     spacetime_levels: tuple[int, ...] = ()
+    # "known": the denoiser predicts the residual from the known frames' linear interpolation in
+    # time (vidm.diffusion.prior); "none": plain EDM. Part of what the weights mean, so it lives here.
+    prior_mean: str = "none"
 
     def validate(self) -> None:
         super().validate()
@@ -240,6 +243,8 @@ class MotionUNetConfig(UNetConfig):
             if not 0 <= lv < len(chans):
                 raise ConfigError(f"{n}.spacetime_levels: level {lv} outside 0..{len(chans) - 1}")
             _check_channels(n, [chans[lv]], self.norm_groups, self.head_dim)
+        if self.prior_mean not in ("none", "known"):
+            raise ConfigError(f"{n}.prior_mean: must be 'none' or 'known', got {self.prior_mean!r}")
         if not self.time_max_period > 1:
             raise ConfigError(f"{n}.time_max_period: must be > 1, got {self.time_max_period}")
 
