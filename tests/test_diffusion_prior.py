@@ -69,7 +69,7 @@ def test_untrained_denoiser_gives_the_blend_only_with_the_prior(prior_mean):
             Denoiser(ZeroNet(prior_mean))(x, sigma)
 
 
-def test_backbone_sees_known_frames_whole_and_unknown_as_residual():
+def test_backbone_input_is_the_plain_one():
     seen = {}
 
     class Spy(ZeroNet):
@@ -83,7 +83,7 @@ def test_backbone_sees_known_frames_whole_and_unknown_as_residual():
     c_in0, c_in1 = 1 / 0.5, (1 + 0.25) ** -0.5
     net_in = seen["x"].double()
     assert torch.allclose(net_in[0, 0], x[0, 0] * c_in0) and torch.allclose(net_in[0, 2], x[0, 2] * c_in0)
-    assert torch.allclose(net_in[0, 1], torch.ones_like(x[0, 1]) * c_in1)  # residual 6 - (2 + 8) / 2 = 1
+    assert torch.allclose(net_in[0, 1], x[0, 1] * c_in1)  # the frame itself, not its residual
 
 
 def test_motion_unet_config_round_trip():

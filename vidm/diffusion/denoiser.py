@@ -5,8 +5,14 @@
 with c_skip = sd^2 / (sigma^2 + sd^2), c_out = sigma * sd / sqrt(sigma^2 + sd^2),
 c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4 (sd = sigma_data).
 
-With a motion backbone whose config has `prior_mean = "known"`, D works on the residual from
-the known frames' interpolation m (`vidm.diffusion.prior`): D(x) = m + D_plain(x - m).
+With a motion backbone whose config has `prior_mean = "known"`, the skip connection pulls toward
+the known frames' interpolation m (`vidm.diffusion.prior`) instead of toward 0:
+
+    D(x; sigma) = m + c_skip(sigma) * (x - m) + c_out(sigma) * F(c_in(sigma) * x, c_noise(sigma))
+
+so F learns the residual x0 - m; the backbone's input is unchanged (it sees the known frames
+and can tell m itself), which keeps a plain model's features valid when one is fine-tuned into
+this parameterisation (with its output layer restarted: see `run.init_skip`).
 
 Sigma may differ per frame. sigma == 0 marks a known (given, clean) frame: D returns the input
 there exactly (torch.where), so samplers can keep known frames bit-exact.
@@ -111,8 +117,6 @@ class Denoiser(nn.Module):
             if cond.get("times") is None:
                 raise ConfigError("Denoiser: a prior_mean='known' model needs times= (B, T)")
             prior = known_frame_mean(x, known, torch.as_tensor(cond["times"], device=x.device))
-            x_in = x
-            x = x - prior
         net_dtype = _net_dtype(self.net, dtype)
         net_in = (c_in.view(view) * x).to(net_dtype)
         c_noise = c_noise.to(torch.float64 if net_dtype == torch.float64 else torch.float32)
@@ -124,8 +128,9 @@ class Denoiser(nn.Module):
             raise ShapeError(
                 f"Denoiser: backbone returned {tuple(F_x.shape)}, expected {tuple(x.shape)}"
             )
-        D_x = c_skip.view(view) * x + c_out.view(view) * F_x.to(dtype)
-        if prior is not None:
-            D_x, x = D_x + prior, x_in
+        if prior is None:
+            D_x = c_skip.view(view) * x + c_out.view(view) * F_x.to(dtype)
+        else:
+            D_x = prior + c_skip.view(view) * (x - prior) + c_out.view(view) * F_x.to(dtype)
         # torch.where, not c_out == 0: a non-finite backbone output must not leak into known frames.
         return torch.where(known.view(view), x, D_x)

@@ -4,9 +4,9 @@ With `MotionUNetConfig.prior_mean = "known"` the denoiser works on the residual 
 
     m_t = linear interpolation in time between the nearest known frames before and after t
           (the nearest known frame where there is one on one side only; 0 with none known;
-           0 at known frames themselves, which the backbone must keep seeing whole)
+           0 at known frames themselves, which the denoiser returns as given)
 
-i.e. D(x) = m + c_skip (x - m) + c_out F(c_in (x - m)) at unknown frames. An untrained backbone
+i.e. D(x) = m + c_skip (x - m) + c_out F(c_in x) at unknown frames (`Denoiser`). An untrained backbone
 (F = 0, zero-initialised output) then already gives the cross-fade of the end frames for
 interpolation and a held last frame for prediction, instead of 0, and training spends its steps
 on what moves. It fixes what the plain parameterisation got wrong at the highest noise levels,
