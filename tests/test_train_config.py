@@ -127,3 +127,14 @@ def test_checkpoint_listing_and_model_check(tmp_path):
         check_same_model("ck", state, "motion", {"model_channels": 16, "ch_mult": [1, 2]})
     with pytest.raises(CheckpointError, match="stage 'motion', not 'content'"):
         check_same_model("ck", state, "content", state["model_config"])
+    # A checkpoint written before a config field existed resumes when the run keeps its default,
+    # and only then.
+    from vidm.models import MotionUNetConfig
+
+    defaults = MotionUNetConfig.defaults()
+    now = {"model_channels": 32, "ch_mult": [1, 2], "prior_mean": "none", "spacetime_levels": []}
+    check_same_model("ck", state, "motion", now, defaults)
+    with pytest.raises(CheckpointError, match="model.spacetime_levels: \\[\\] there, \\[1\\] now"):
+        check_same_model("ck", state, "motion", {**now, "spacetime_levels": [1]}, defaults)
+    with pytest.raises(CheckpointError, match="prior_mean: None there"):
+        check_same_model("ck", state, "motion", now)  # without the defaults it cannot tell

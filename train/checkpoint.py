@@ -69,20 +69,26 @@ def read_train_state(ckpt: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable ({e})") from None
 
 
-def config_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+def config_difference(old: dict[str, Any], new: dict[str, Any],
+                      defaults: dict[str, Any] | None = None) -> str | None:
     """None if the model configs are equal, else the first differing key as
-    "model.KEY: OLD there, NEW now" (for one-line errors)."""
+    "model.KEY: OLD there, NEW now" (for one-line errors). A key that `old` lacks (written
+    before the field existed) counts as its value in `defaults`."""
+    if defaults:
+        old = {**{k: v for k, v in defaults.items() if k in new}, **old}
     if old == new:
         return None
     k = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
     return f"model.{k}: {old.get(k)!r} there, {new.get(k)!r} now"
 
 
-def check_same_model(ckpt: str | Path, state: dict[str, Any], stage: str, model_config: dict[str, Any]) -> None:
-    """A checkpoint made for another stage or model config cannot be resumed (one-line error)."""
+def check_same_model(ckpt: str | Path, state: dict[str, Any], stage: str, model_config: dict[str, Any],
+                     defaults: dict[str, Any] | None = None) -> None:
+    """A checkpoint made for another stage or model config cannot be resumed (one-line error).
+    `defaults`: the config class's field defaults, for checkpoints older than a field."""
     if state.get("stage") != stage:
         raise CheckpointError(f"{ckpt}: checkpoint is from stage {state.get('stage')!r}, not {stage!r}")
-    diff = config_difference(state.get("model_config", {}), model_config)
+    diff = config_difference(state.get("model_config", {}), model_config, defaults)
     if diff:
         raise CheckpointError(
             f"{ckpt}: checkpoint has a different model config ({diff}); use the same model config or a new --name"

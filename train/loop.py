@@ -196,7 +196,7 @@ def train(stage_cls, args) -> int:
     start_step = 0
     if resume_from is not None:
         state = ckpt_lib.read_train_state(resume_from)
-        ckpt_lib.check_same_model(resume_from, state, stage.name, model_config)
+        ckpt_lib.check_same_model(resume_from, state, stage.name, model_config, stage.net.config.defaults())
         start_step = int(state["step"])
     elif args.resume is None and ckpt_lib.list_checkpoints(run_dir):
         raise ConfigError(
@@ -431,7 +431,7 @@ def _init_from(net, path: str, kind: str, model_config: dict, src: str, skip: tu
         raise ConfigError(f"{src}: run.init_from: {path} holds a {loaded.config_class.kind} model, not {kind}")
     theirs, ours = loaded.state_dict(), net.state_dict()
     fits = all(k in ours and ours[k].shape == v.shape for k, v in theirs.items())
-    diff = config_difference(loaded.config.to_dict(), model_config)
+    diff = config_difference(loaded.config.to_dict(), model_config, loaded.config.defaults())
     if not fits:
         raise ConfigError(f"{src}: run.init_from: {path} holds a model with another config than this run's "
                           f"model section ({diff}) whose weights do not fit")

@@ -45,6 +45,16 @@ class ConfigBase:
         cfg = cls(**kwargs)
         return cfg
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Each field's default, as to_dict() writes it (what an older config.json without the
+        field means)."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            v = _default_of(f)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
     def replace(self, **changes):
         """A copy with some fields changed (validated like from_dict)."""
         d = self.to_dict()
