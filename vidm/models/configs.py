@@ -24,11 +24,7 @@ class ConfigBase:
     kind: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
@@ -49,11 +45,7 @@ class ConfigBase:
     def defaults(cls) -> dict[str, Any]:
         """Each field's default, as to_dict() writes it (what an older config.json without the
         field means)."""
-        out = {}
-        for f in dataclasses.fields(cls):
-            v = _default_of(f)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
+        return {f.name: _plain(_default_of(f)) for f in dataclasses.fields(cls)}
 
     def replace(self, **changes):
         """A copy with some fields changed (validated like from_dict)."""
@@ -66,6 +58,11 @@ class ConfigBase:
 
     def validate(self) -> None:  # overridden
         pass
+
+
+def _plain(v: Any) -> Any:
+    """A field value as JSON writes it: tuples become lists."""
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _default_of(f: dataclasses.Field):
@@ -245,14 +242,11 @@ class MotionUNetConfig(UNetConfig):
         super().validate()
         n = type(self).__name__
         chans = self.level_channels()
-        for lv in self.temporal_levels:
-            if not 0 <= lv < len(chans):
-                raise ConfigError(f"{n}.temporal_levels: level {lv} outside 0..{len(chans) - 1}")
-            _check_channels(n, [chans[lv]], self.norm_groups, self.head_dim)
-        for lv in self.spacetime_levels:
-            if not 0 <= lv < len(chans):
-                raise ConfigError(f"{n}.spacetime_levels: level {lv} outside 0..{len(chans) - 1}")
-            _check_channels(n, [chans[lv]], self.norm_groups, self.head_dim)
+        for name in ("temporal_levels", "spacetime_levels"):
+            for lv in getattr(self, name):
+                if not 0 <= lv < len(chans):
+                    raise ConfigError(f"{n}.{name}: level {lv} outside 0..{len(chans) - 1}")
+                _check_channels(n, [chans[lv]], self.norm_groups, self.head_dim)
         if self.prior_mean not in ("none", "known"):
             raise ConfigError(f"{n}.prior_mean: must be 'none' or 'known', got {self.prior_mean!r}")
         if not self.time_max_period > 1:

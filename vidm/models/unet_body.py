@@ -102,18 +102,13 @@ class UNetBody(nn.Module):
         self.norm_out = GroupNorm(cur, G, act="silu")
         self.conv_out = zero_module(nn.Conv2d(cur, out_channels, 3, padding=1))
 
-    def _run(self, stage: Stage, h, emb, times):
+    def _run(self, module: nn.Module, *args):
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(stage, h, emb, times, use_reentrant=False)
-        return stage(h, emb, times)
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
 
     def _spacetime(self, key: str, h, times):
-        block = self.spacetime[key] if key in self.spacetime else None
-        if block is None:
-            return h
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, h, times, use_reentrant=False)
-        return block(h, times)
+        return self._run(self.spacetime[key], h, times) if key in self.spacetime else h
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         # x (N, C_in, H, W), emb (N, E), times (B, T) with N = B*T (temporal bodies only)
