@@ -431,7 +431,7 @@ def _init_from(net, path: str, kind: str, model_config: dict, src: str, skip: tu
         raise ConfigError(f"{src}: run.init_from: {path} holds a {loaded.config_class.kind} model, not {kind}")
     theirs, ours = loaded.state_dict(), net.state_dict()
     fits = all(k in ours and ours[k].shape == v.shape for k, v in theirs.items())
-    diff = config_difference(loaded.config.to_dict(), model_config, loaded.config.defaults())
+    diff = config_difference(loaded.config.to_dict(), model_config)
     if not fits:
         raise ConfigError(f"{src}: run.init_from: {path} holds a model with another config than this run's "
                           f"model section ({diff}) whose weights do not fit")
