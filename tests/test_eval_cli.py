@@ -111,6 +111,22 @@ def test_interpolate_baselines_only_needs_no_model(data_dir, tmp_path):
     assert r["methods"] == ["crossfade"] and r["paired"] == {}
 
 
+def test_interpolate_splat_alone_scores_the_pipelines_splat_start(pipe, model_dir, data_dir, tmp_path):
+    from vidm.eval.interpolate_eval import clip_metrics, cut_clips
+
+    out = tmp_path / "splat"
+    rc = _main(["eval", "interpolate", "--model", str(model_dir), "--data", str(data_dir), "--gaps", "4",
+                "--clips", "2", "--methods", "splat,crossfade", "--no-plot", "--out", str(out)])
+    assert rc == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["methods"] == ["splat", "crossfade"] and r["paired"] == {}
+    clip = cut_clips(data_dir, 2, 5, seed=0)[0]
+    mids = pipe.splat_batch(clip.frames[None, 0], clip.frames[None, 4], 3)[0, 0]
+    # the eval ran both clips in one batch: conv rounding may flip a pixel's last uint8 step
+    assert r["per_clip"]["splat"]["4"]["psnr"][0] == pytest.approx(clip_metrics(mids, clip, 4, False)["psnr"],
+                                                                    abs=0.01)
+
+
 # ---------------------------------------------------------------------- library pieces
 
 

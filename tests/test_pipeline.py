@@ -158,6 +158,49 @@ def test_save_load_round_trip_and_missing_stage(pipe, tmp_path):
         VideoPipeline.from_pretrained(tmp_path / "nothing")
 
 
+def test_infill_start_splat_or_noise():
+    pipe = _tiny_pipeline(infill_init="splat")
+    s, e = _frames(2)
+    clip = _frames(3, seed=2)
+    a = pipe.interpolate(s, e, num_frames=3, seed=0)
+    assert np.array_equal(a, pipe.interpolate(s, e, num_frames=3, seed=0))  # still deterministic
+    g, p = pipe.generate(num_frames=6, seed=1), pipe.predict(clip, 3, seed=1)
+    pipe.set_infill("noise")
+    assert not np.array_equal(a, pipe.interpolate(s, e, num_frames=3, seed=0))
+    # generation and prediction have nothing to interpolate between: the setting changes nothing
+    assert np.array_equal(g, pipe.generate(num_frames=6, seed=1))
+    assert np.array_equal(p, pipe.predict(clip, 3, seed=1))
+
+
+def test_sample_window_starts_at_init_when_given():
+    pipe = _tiny_pipeline()
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 5, 4, 4, 4)
+    known = torch.tensor([[True, False, False, False, True]] * 2)
+    times = torch.arange(5.0).expand(2, -1)
+    init = torch.randn(2, 5, 4, 4, 4)
+    near = pipe.sample_window(z, known, times, z[:, 0], g, 2, "euler", 1.0, init=init, init_sigma=0.01)
+    assert torch.equal(near[known], z[known])
+    assert (near[~known] - init[~known]).abs().max() < 0.05  # a little noise, a little denoising
+    far = pipe.sample_window(z, known, times, z[:, 0], g, 2, "euler", 1.0)  # from sigma_max
+    assert (far[~known] - init[~known]).abs().max() > 0.5
+
+
+def test_infill_settings_are_checked():
+    pipe = _tiny_pipeline()
+    with pytest.raises(ConfigError, match="infill_init"):
+        pipe.set_infill("blur")
+    with pytest.raises(ConfigError, match="infill_sigma"):
+        pipe.set_infill(sigma=0.0)
+    assert (pipe.config.infill_init, pipe.config.infill_sigma) == ("splat", 0.5)  # unchanged
+    pipe.set_infill("noise", 2.0)
+    assert (pipe.config.infill_init, pipe.config.infill_sigma) == ("noise", 2.0)
+    old = {k: v for k, v in PipelineConfig().to_dict().items() if not k.startswith("infill")}
+    assert PipelineConfig.from_dict(old).infill_init == "splat"  # folders from before the setting
+    with pytest.raises(ConfigError, match="infill_init"):
+        PipelineConfig.from_dict({**old, "infill_init": "nope"})
+
+
 # ---------------------------------------------------------------------- CLI
 
 
@@ -184,6 +227,10 @@ def test_cli_interpolate_writes_video_and_strip(model_dir, tmp_path):
     assert rc == 0 and strip.is_file()
     video = read_clip(out)
     assert video.shape[0] == 5 and video.shape[1:3] == (20, 28)
+    plain = tmp_path / "plain.mp4"
+    rc = main(["interpolate", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--frames", "3", "--init", "noise",
+               "--model", str(model_dir), "-o", str(plain), "--quiet"])
+    assert rc == 0 and not np.array_equal(read_clip(plain)[1:4], video[1:4])
 
 
 def test_cli_pack_builds_a_loadable_pipeline(pipe, tmp_path):
@@ -200,7 +247,7 @@ def test_cli_pack_builds_a_loadable_pipeline(pipe, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing_image", "sizes_differ", "zero_frames", "missing_out_dir",
-                                  "bad_sampler", "bad_suffix"])
+                                  "bad_sampler", "bad_suffix", "bad_init_sigma"])
 def test_cli_bad_input_is_one_line_and_leaves_nothing(model_dir, tmp_path, capsys, case):
     from vidm.cli import main
 
@@ -212,7 +259,8 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(model_dir, tmp_path, capsy
             "zero_frames": [a, b, "--frames", "0"],
             "missing_out_dir": [a, b],
             "bad_sampler": [a, b, "--sampler", "nope"],
-            "bad_suffix": [a, b]}[case]
+            "bad_suffix": [a, b],
+            "bad_init_sigma": [a, b, "--init-sigma", "-1"]}[case]
     if case == "missing_out_dir":
         out = tmp_path / "no" / "o.mp4"
     if case == "bad_suffix":

@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 
+from vidm.commands.sample import add_infill_args
 from vidm.errors import ConfigError
 
 DEFAULT_METHODS = "model,crossfade,flow"
@@ -54,11 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--clips", type=int, default=50, help="number of clips (default 50)")
     q.add_argument("--samples", type=int, default=1, help="model samples per clip (default 1)")
     q.add_argument("--methods", default=DEFAULT_METHODS,
-                   help=f"comma-separated: model and/or baselines crossfade, flow (default {DEFAULT_METHODS})")
+                   help=f"comma-separated: model, splat (the model's splat start alone, no diffusion "
+                        f"step) and/or the baselines crossfade, flow (default {DEFAULT_METHODS})")
     q.add_argument("--warping", action="store_true", help="also the temporal warping error (slower: optical flow)")
     q.add_argument("--size", type=int, default=None,
                    help="resize clips to SIZE x SIZE first (default: native; the position metric needs native)")
     q.add_argument("--examples", type=int, default=2, help="example strips in report.png (default 2)")
+    add_infill_args(q)
     _add_model_args(q)
     q.set_defaults(func=run_interpolate)
 
@@ -90,7 +93,7 @@ def _parse_methods(text: str) -> list[str]:
     from vidm.eval.baselines import BASELINES
 
     names = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    known = ["model", *BASELINES]
+    known = ["model", "splat", *BASELINES]
     bad = [m for m in names if m not in known]
     if bad or not names:
         raise ConfigError(f"--methods {text!r}: unknown {', '.join(bad) or 'empty list'}; "
@@ -110,7 +113,9 @@ def _check_common(args) -> None:
 def _load(args):
     from vidm.pipeline import VideoPipeline
 
-    return VideoPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    pipe.set_infill(getattr(args, "init", None), getattr(args, "init_sigma", None))
+    return pipe
 
 
 def _model_name(args) -> str:
@@ -164,7 +169,7 @@ def run_interpolate(args) -> int:
     out = prepare_out_dir(args.out)
     if not args.no_plot:
         require_matplotlib()  # fail now, not after the whole run
-    pipe = _load(args) if "model" in methods else None
+    pipe = _load(args) if {"model", "splat"} & set(methods) else None
     if pipe is None and args.samples > 1:
         print("vidm: --samples has no effect without the model (the baselines are deterministic)", file=sys.stderr)
     t0 = time.perf_counter()

@@ -34,6 +34,16 @@ def _add_common(p: argparse.ArgumentParser, samples: bool = True) -> None:
     o.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_infill_args(p: argparse.ArgumentParser) -> None:
+    """--init / --init-sigma (for `VideoPipeline.set_infill`); also used by `vidm eval interpolate`."""
+    g = p.add_argument_group("in-between start")
+    g.add_argument("--init", default=None, choices=["splat", "noise"],
+                   help="where the solver starts: splat = the end frames moved to each in-between time by "
+                        "global matching, plus noise at --init-sigma; noise = pure noise (default: the model's, splat)")
+    g.add_argument("--init-sigma", type=float, default=None,
+                   help="noise level of the splat start; higher lets the model change more (default: the model's, 0.5)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate videos from nothing (content model, then motion model)",
                        description="Generate videos: the content model makes the first frame, the motion model "
@@ -52,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", default=None, help="a video whose frame rate to raise (instead of two images)")
     p.add_argument("--factor", type=int, default=None, help="frame-rate factor for --video (e.g. 2, 4)")
     p.add_argument("--max-frames", type=int, default=None, help="read at most this many frames of --video")
+    add_infill_args(p)
     _add_common(p)
     p.set_defaults(func=run_interpolate)
 
@@ -107,7 +118,9 @@ def _load(args):
     if args.sampler is not None:
         get_sampler(args.sampler)  # an unknown name fails before the model loads
 
-    return VideoPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    pipe.set_infill(getattr(args, "init", None), getattr(args, "init_sigma", None))
+    return pipe
 
 
 def _say_resize(pipe, h: int, w: int) -> None:

@@ -156,7 +156,8 @@ def interpolate_batch(pipe, starts: np.ndarray, ends: np.ndarray, num_frames: in
 def effective_settings(pipe, steps, sampler, guidance) -> dict:
     """The sampling settings a pipeline call will really use (its config fills the blanks)."""
     steps, sampler, guidance = pipe._settings(steps, sampler, guidance)
-    return {"steps": steps, "sampler": sampler, "guidance": guidance}
+    return {"steps": steps, "sampler": sampler, "guidance": guidance, "infill_init": pipe.config.infill_init,
+            "infill_sigma": pipe.config.infill_sigma}
 
 
 # ---------------------------------------------------------------------------------- metrics
@@ -224,13 +225,21 @@ def _baseline_runner(name: str) -> Callable:
     return run
 
 
+def _splat_runner(pipe) -> Callable:
+    def run(starts, ends, num_frames, seed):  # -> (B, 1, n, H, W, 3)
+        return pipe.splat_batch(starts, ends, num_frames)
+
+    return run
+
+
 def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: Sequence[str], pipe=None,
                            samples: int = 1, seed: int = 0, steps=None, sampler=None, guidance=None,
                            batch_size: int = 8, warping: bool = False, examples: int = 2,
                            progress: bool = False) -> InterpolationResult:
     """Run every method on every clip at every gap and score it (see the module docstring).
 
-    methods: "model" (needs `pipe`) and/or baseline names (`vidm.eval.baselines.BASELINES`).
+    methods: "model" (needs `pipe`), "splat" (the model's splat start with no diffusion step: what
+    the motion model adds to it; needs `pipe`) and/or baseline names (`vidm.eval.baselines.BASELINES`).
     The model sees clips in batches of `batch_size`; batch k (first clip i) uses seed + i.
     Returns the report (per-clip numbers, summaries with 95% t-intervals, paired differences
     model - baseline, timing) and, for the largest gap, the frames of the first `examples` clips.
@@ -251,7 +260,10 @@ def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: 
         raise ConfigError("method 'model' needs a pipeline")
     if samples < 1 or batch_size < 1:
         raise ConfigError(f"samples and batch size must be >= 1, got {samples} and {batch_size}")
-    runners = {m: (None if m == "model" else _baseline_runner(m)) for m in methods}
+    if "splat" in methods and pipe is None:
+        raise ConfigError("method 'splat' needs a pipeline (its autoencoder)")
+    runners = {m: (None if m == "model" else _splat_runner(pipe) if m == "splat" else _baseline_runner(m))
+               for m in methods}
     S = samples if "model" in methods else 1
     best_name = f"model_best_of_{S}"
     has_meta = any(c.meta is not None for c in clips)

@@ -7,11 +7,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidm.errors import CheckpointError
+from vidm.errors import CheckpointError, ConfigError
 
 PIPELINE_NAME = "pipeline.json"
 FORMAT = "vidm-pipeline-1"
 STAGES = ("autoencoder", "content", "motion")
+INFILL_INITS = ("splat", "noise")
 
 
 @dataclass
@@ -29,6 +30,22 @@ class PipelineConfig:
     sampler: str = "dpmpp_2m"
     guidance: float = 1.5  # guidance on the input frames (VIDIM); 1 = off
     content_guidance: float = 1.0  # class guidance for a class-conditional content model
+    # Where an in-between window's solver starts: "splat" = the end frames moved to each
+    # in-between time by global matching (vidm.diffusion.splat) plus noise at infill_sigma, the
+    # solver running from there down; "noise" = pure noise at sigma_max (the plain sampler).
+    # Windows with frames to make past the last known frame (generate, predict) always use "noise".
+    infill_init: str = "splat"
+    infill_sigma: float = 0.5
+
+    def validate(self, where: str = PIPELINE_NAME) -> "PipelineConfig":
+        """Raise ConfigError (one line) on settings no sampler can use; returns self."""
+        if self.infill_init not in INFILL_INITS:
+            raise ConfigError(f"{where}: infill_init must be one of {', '.join(INFILL_INITS)}, "
+                              f"got {self.infill_init!r}")
+        if not 0 < self.infill_sigma <= self.sigma_max:
+            raise ConfigError(f"{where}: infill_sigma must be in (0, sigma_max = {self.sigma_max}], "
+                              f"got {self.infill_sigma}")
+        return self
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, **dataclasses.asdict(self)}
@@ -43,7 +60,7 @@ class PipelineConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise CheckpointError(f"{where}: unknown keys {unknown}")
-        return cls(**d)
+        return cls(**d).validate(where)
 
     def save(self, folder: Path) -> None:
         (Path(folder) / PIPELINE_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

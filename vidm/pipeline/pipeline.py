@@ -24,6 +24,7 @@ import torch
 
 from vidm.diffusion import (Denoiser, get_sampler, get_sigmas_karras, guided_infill_denoiser, initial_state,
                             noise_mask_for)
+from vidm.diffusion.splat import brackets, splat_inbetweens, splat_window_mean
 from vidm.errors import CheckpointError, ConfigError, ShapeError
 from vidm.models import AutoencoderKL, ContentUNet, MotionUNet, autocast_dtype
 from vidm.models.autoencoder import decode_frames, encode_frames
@@ -110,6 +111,16 @@ class VideoPipeline:
                                   f"downsampling factor {f}")
         if self.config.window < 3:
             raise CheckpointError(f"pipeline window must be >= 3, got {self.config.window}")
+        self.config.validate("pipeline config")
+
+    def set_infill(self, init: str | None = None, sigma: float | None = None) -> None:
+        """Override how in-between windows start (`PipelineConfig.infill_init` / `infill_sigma`);
+        None keeps the folder's setting. Bad values raise ConfigError and change nothing."""
+        import dataclasses
+
+        changed = dataclasses.replace(self.config, **{k: v for k, v in (("infill_init", init),
+                                                                          ("infill_sigma", sigma)) if v is not None})
+        self.config = changed.validate("--init/--init-sigma")
 
     # ------------------------------------------------------------------ pixels <-> latents
 
@@ -187,11 +198,20 @@ class VideoPipeline:
     @torch.no_grad()
     def sample_window(self, x_known: torch.Tensor, known: torch.Tensor, times: torch.Tensor,
                       anchor: torch.Tensor | None, generator: torch.Generator, steps: int, sampler: str,
-                      guidance: float, bar=None) -> torch.Tensor:
+                      guidance: float, bar=None, init: torch.Tensor | None = None,
+                      init_sigma: float | None = None) -> torch.Tensor:
         """Motion model, one window: x_known (B, T, C, h, w) with the known frames in place,
-        known (B, T) bool, times (B, T), anchor (B, C, h, w) -> (B, T, C, h, w)."""
-        sigmas = self._sigmas(steps)
-        x = initial_state(x_known, known, float(sigmas[0]), generator)
+        known (B, T) bool, times (B, T), anchor (B, C, h, w) -> (B, T, C, h, w). With `init`
+        (B, T, C, h, w) the unknown frames start at init + init_sigma * noise and the solver runs
+        from init_sigma down (SDEdit-style); without, from pure noise at sigma_max."""
+        if init is None:
+            sigmas = self._sigmas(steps)
+            x = initial_state(x_known, known, float(sigmas[0]), generator)
+        else:
+            sigmas = get_sigmas_karras(steps, self.config.sigma_min, float(init_sigma), device=self.device,
+                                       dtype=torch.float32)
+            x = initial_state(x_known, known, float(init_sigma), generator)  # noise at the unknown frames
+            x = torch.where(known[..., None, None, None], x, x + init.to(x.dtype))
         cond = {"times": times, "anchor": anchor}
         denoise = guided_infill_denoiser(self.motion_denoiser, known, guidance, cond=cond, generator=generator)
         return self._run_sampler(sampler, denoise, x, sigmas, generator, noise_mask_for(known), bar)
@@ -212,7 +232,11 @@ class VideoPipeline:
                 continue
             times = torch.tensor(plan.window_times(positions, self.config.frame_step, self.config.max_span),
                                  device=self.device, dtype=torch.float32).expand(B, -1)
-            out = self.sample_window(z[:, idx], known, times, anchor, generator, steps, sampler, guidance, bar)
+            init = None
+            if self.config.infill_init == "splat" and brackets(known[0], times[0]) is not None:
+                init = splat_window_mean(z[:, idx], known[0], times[0])  # in-between window
+            out = self.sample_window(z[:, idx], known, times, anchor, generator, steps, sampler, guidance, bar,
+                                     init=init, init_sigma=self.config.infill_sigma)
             z[:, idx] = out.to(z.dtype)
             made[idx] = True
         return z
@@ -295,6 +319,22 @@ class VideoPipeline:
         z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "interpolate", progress)
         out = self._decode_videos(z[:, 1:-1], size=starts.shape[1:3])  # (B*S, n-2, H, W, 3)
         return out.reshape(B, samples, *out.shape[1:])
+
+    @torch.no_grad()
+    def splat_batch(self, starts: np.ndarray, ends: np.ndarray, num_frames: int = 7) -> np.ndarray:
+        """The solver's "splat" start alone, with no diffusion step (a reference for evaluation):
+        starts, ends uint8 (B, H, W, 3) -> uint8 (B, 1, num_frames, H, W, 3), the end frames'
+        latents moved to each in-between time by global matching (`vidm.diffusion.splat`)."""
+        _check_count("num_frames", num_frames, 1)
+        starts, ends = np.asarray(starts), np.asarray(ends)
+        if starts.ndim != 4 or starts.shape != ends.shape or starts.dtype != np.uint8 or ends.dtype != np.uint8:
+            raise ShapeError(f"starts/ends must be uint8 (B, H, W, 3) of one shape, "
+                             f"got {starts.dtype} {starts.shape} and {ends.dtype} {ends.shape}")
+        B = len(starts)
+        z = self.encode(np.concatenate([starts, ends]))  # (2B, C, h, w)
+        fractions = [i / (num_frames + 1) for i in range(1, num_frames + 1)]
+        mids = splat_inbetweens(z[:B], z[B:], fractions)  # (B, n, C, h, w)
+        return self._decode_videos(mids, size=starts.shape[1:3])[:, None]
 
     @torch.no_grad()
     def interpolate_video(self, frames: np.ndarray, factor: int, samples: int = 1, seed: int = 0,
