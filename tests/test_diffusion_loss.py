@@ -103,3 +103,21 @@ def test_bad_arguments():
         edm_loss(ZeroDenoiser(), x0, known, reduction="sum")
     with pytest.raises(ConfigError, match="sigma_data"):
         edm_loss(lambda x, s: x, x0, known)
+
+
+def test_start_replaces_x0_under_the_noise_but_not_as_the_target():
+    x0 = torch.randn(2, 4, 3, 5, 5)
+    start = torch.randn(2, 4, 3, 5, 5)
+    known = torch.tensor([[True, False, False, True], [False, False, True, True]])
+    sigma, noise = torch.tensor([0.5, 2.0]), torch.randn(2, 4, 3, 5, 5)
+    seen = {}
+
+    def denoiser(x, s, **cond):
+        seen["x"] = x
+        return x0  # a perfect denoiser: zero loss whatever the input
+
+    loss = edm_loss(denoiser, x0, known, sigma=sigma, noise=noise, start=start, sigma_data=0.5)
+    want = torch.where(known[..., None, None, None], x0, start + sigma.view(2, 1, 1, 1, 1) * noise)
+    assert torch.equal(seen["x"], want) and float(loss) == 0.0
+    with pytest.raises(ShapeError):
+        edm_loss(denoiser, x0, known, start=start[:, :3], sigma_data=0.5)

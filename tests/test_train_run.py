@@ -185,6 +185,7 @@ def test_bad_input_fails_before_training(setup, tmp_path, capsys):
     assert "unknown config key 'optim.lrr'" in error_of("optim.lrr=1")
     assert "has the wrong type" in error_of("data.batch_size=two")
     assert "model: MotionUNetConfig: unknown key" in error_of("model.chanels=8")
+    assert "p_splat_start must be in [0, 1]" in error_of("diffusion.p_splat_start=1.5")
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "not a latent cache" in error_of(f"data.latents={empty}")
@@ -302,3 +303,12 @@ def test_init_from_starts_a_new_run_from_a_model_folder(setup, capsys):
                       "run.steps=1") == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no weight of" in err and "body.conv_outt" in err
+
+
+def test_splat_start_training_runs_and_logs_its_share(setup):
+    assert in_process(setup, "splat", "run.steps=3", "run.log_every=1", "run.sample_every=0", "run.val_every=0",
+                      "diffusion.p_splat_start=1.0", "mask.p_interpolation=1.0", "mask.p_prediction=0",
+                      "mask.p_keyframes=0", "mask.p_random=0", "mask.p_unconditional=0", "mask.p_drop_known=0") == 0
+    rows = [json.loads(line) for line in (setup / "runs" / "splat" / "metrics.jsonl").read_text().splitlines()]
+    fracs = [r["splat_frac"] for r in rows if "splat_frac" in r]
+    assert fracs and all(f == 1.0 for f in fracs)  # every window is an interpolation: all get the start

@@ -96,6 +96,14 @@ class DiffusionConfig:
 
 
 @dataclass
+class MotionDiffusionConfig(DiffusionConfig):
+    # Share of training windows whose unknown frames all lie between known frames that get the
+    # splat start (vidm.diffusion.splat) instead of x0 under the noise: x0 + u (m - x0), u ~ U(0, 1),
+    # so the model learns to refine what interpolation sampling starts from (infill_init = splat).
+    p_splat_start: float = 0.0
+
+
+@dataclass
 class AutoencoderLossConfig:
     l1: float = 1.0
     l2: float = 0.0
@@ -131,7 +139,7 @@ class ContentTrainConfig(_StageConfig):
 @dataclass
 class MotionTrainConfig(_StageConfig):
     stage: Literal["motion"] = "motion"
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    diffusion: MotionDiffusionConfig = field(default_factory=MotionDiffusionConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
 
 

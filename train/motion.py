@@ -46,6 +46,8 @@ class MotionStage(LatentStage):
         except VidmError as e:
             raise ConfigError(f"{src}: mask: {e}") from None
         get_sampler(cfg.diffusion.sampler)
+        if not 0.0 <= cfg.diffusion.p_splat_start <= 1.0:
+            raise ConfigError(f"{src}: diffusion.p_splat_start must be in [0, 1], got {cfg.diffusion.p_splat_start}")
         latent_shape = self.setup_latent_source(T)
         common.check_latent_shape(net_cfg, latent_shape, src)
         self.latent_shape = latent_shape
@@ -70,9 +72,12 @@ class MotionStage(LatentStage):
         x0, anchor, times = self.latents_of(batch)
         B, T = x0.shape[:2]
         masks = sample_training_masks(B, T, generator, self.cfg.mask, device=x0.device)
+        start, n_splat = (None, 0) if not d.p_splat_start else splat_starts(x0, masks.known, times,
+                                                                           d.p_splat_start, generator)
         loss = edm_loss(module, x0, masks.known, generator, P_mean=d.P_mean, P_std=d.P_std,
-                        sigma_data=d.sigma_data, times=times, anchor=anchor, anchor_mask=masks.anchor_mask)
-        return loss, {"known_frac": float(masks.known.float().mean())}
+                        sigma_data=d.sigma_data, start=start, times=times, anchor=anchor,
+                        anchor_mask=masks.anchor_mask)
+        return loss, {"known_frac": float(masks.known.float().mean()), "splat_frac": n_splat / B}
 
     def preview(self, net, batch, generator):
         """Interpolation of held-out windows: first and last frame known, the rest sampled."""
@@ -100,6 +105,27 @@ class MotionStage(LatentStage):
         real = rearrange(real, "(b t) c h w -> t c h (b w)", b=B)
         fake = rearrange(fake, "(b t) c h w -> t c h (b w)", b=B)
         return [("interpolation", "video", torch.cat([real, fake], dim=2))]
+
+
+def splat_starts(x0: torch.Tensor, known: torch.Tensor, times: torch.Tensor, p: float,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, int]:
+    """Per window (x0 (B, T, C, h, w), known and times (B, T)): with probability p, where every
+    unknown frame has known frames on both sides, x0 + u (m - x0) with m the splat start of those
+    frames and u ~ U(0, 1) (the states a sampler passes through from m to its answer); else x0.
+    Returns (start (B, T, C, h, w), how many windows got a splat start)."""
+    from vidm.diffusion.splat import brackets, splat_window_mean
+
+    B = x0.shape[0]
+    draw = torch.rand(B, 2, generator=generator, device=generator.device if generator is not None else "cpu")
+    start, n = x0.clone(), 0
+    with torch.no_grad():
+        for b in range(B):
+            if float(draw[b, 0]) >= p or bool(known[b].all()) or brackets(known[b], times[b]) is None:
+                continue
+            m = splat_window_mean(x0[b:b + 1].float(), known[b], times[b]).to(x0.dtype)
+            start[b] = x0[b] + float(draw[b, 1]) * (m[0] - x0[b])
+            n += 1
+    return start, n
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,13 +50,15 @@ def edm_loss(denoiser, x0: torch.Tensor, known: torch.Tensor | None = None,
              generator: torch.Generator | None = None, *, P_mean: float = -1.2,
              P_std: float = 1.2, sigma_data: float | None = None,
              sigma: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-             reduction: str = "mean", **cond) -> torch.Tensor:
+             start: torch.Tensor | None = None, reduction: str = "mean", **cond) -> torch.Tensor:
     """EDM loss for a video model (x0 (B, T, C, H, W), known (B, T) bool or None = none known)
     or a frame model (x0 (B, C, H, W), known must be None).
 
     denoiser(x, sigma, **cond) -> D_x, e.g. a `Denoiser`; it receives per-frame sigma (B, T)
     with 0 at known frames, so its backbone gets known = (sigma == 0).
     sigma (B,) and noise (x0's shape) override the random draws (for tests and logging).
+    start (x0's shape): what the noise is added to instead of x0 (the target stays x0), to train
+    a denoiser that refines an imperfect start (e.g. the splat start of interpolation windows).
     reduction: "mean" -> scalar, the mean of the per-sample losses over samples that have at
     least one unknown frame (0 if none do); "none" -> (B,) per-sample losses (0 where a sample
     has no unknown frame).
@@ -88,7 +90,9 @@ def edm_loss(denoiser, x0: torch.Tensor, known: torch.Tensor | None = None,
         noise = randn_like_from(x0, generator, dtype=dtype)
 
     view = (b, *([1] * (x0.ndim - 1)))
-    x_noisy = x0 + sigma.view(view) * noise.to(dtype)
+    if start is not None and start.shape != x0.shape:
+        raise ShapeError(f"edm_loss: start must have x0's shape {tuple(x0.shape)}, got {tuple(start.shape)}")
+    x_noisy = (x0 if start is None else start.to(dtype)) + sigma.view(view) * noise.to(dtype)
     if x0.ndim == 5:
         frame_view = (b, t, 1, 1, 1)
         x_noisy = torch.where(known.view(frame_view), x0, x_noisy)  # known frames enter clean
