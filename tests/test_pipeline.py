@@ -271,3 +271,16 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(model_dir, tmp_path, capsy
     assert err[-1].startswith("vidm: error: ")
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.suffix not in (".png",)] == []
+
+
+def test_damaged_json_is_a_one_line_checkpoint_error(pipe, tmp_path):
+    from vidm.models import load_pretrained
+
+    d = pipe.save_pretrained(tmp_path / "p")
+    (d / "pipeline.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"pipeline.json: not valid JSON"):
+        VideoPipeline.from_pretrained(d)
+    (d / "motion" / "config.json").write_text("[1, 2")
+    for load in (load_pretrained, MotionUNet.from_pretrained):
+        with pytest.raises(CheckpointError, match=r"config.json: not valid JSON"):
+            load(d / "motion")

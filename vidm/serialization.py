@@ -63,6 +63,14 @@ def save_model_dir(dest: str | os.PathLike, config: dict[str, Any], state_dict: 
     return atomic_write_dir(dest, write)
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in a checkpoint's file; a damaged file is a one-line CheckpointError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+
+
 def load_model_dir(src: str | os.PathLike) -> tuple[dict[str, Any], dict]:
     """Read a model folder; returns (config dict, state dict of float32-or-original tensors)."""
     from safetensors.torch import load_file
@@ -73,10 +81,7 @@ def load_model_dir(src: str | os.PathLike) -> tuple[dict[str, Any], dict]:
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (src / name).is_file():
             raise CheckpointError(f"{src}: missing {name}")
-    try:
-        config = json.loads((src / CONFIG_NAME).read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{src / CONFIG_NAME}: not valid JSON ({e})") from None
+    config = read_json(src / CONFIG_NAME)
     try:
         state = load_file(str(src / WEIGHTS_NAME))
     except Exception as e:  # safetensors raises several types for a damaged file

@@ -6,14 +6,13 @@ and `model.safetensors`; the model is rebuilt from its own config, never unpickl
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from vidm.errors import CheckpointError, ConfigError
-from vidm.serialization import CONFIG_NAME, load_model_dir, save_model_dir
+from vidm.serialization import CONFIG_NAME, load_model_dir, read_json, save_model_dir
 
 
 class PretrainedMixin:
@@ -63,10 +62,7 @@ def load_pretrained(src: str | os.PathLike):
     path = Path(src) / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{path}: missing (not a vidm model folder)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    meta = read_json(path)
     kind = meta.get("kind") if isinstance(meta, dict) else None
     if kind not in MODEL_CLASSES:
         raise CheckpointError(f"{Path(src) / CONFIG_NAME}: unknown model kind {kind!r}; "

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidm.errors import CheckpointError, ConfigError
+from vidm.serialization import read_json
 
 PIPELINE_NAME = "pipeline.json"
 FORMAT = "vidm-pipeline-1"
@@ -70,8 +71,4 @@ class PipelineConfig:
         path = Path(folder) / PIPELINE_NAME
         if not path.is_file():
             raise CheckpointError(f"{folder}: not a pipeline folder (missing {PIPELINE_NAME})")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(d, str(path))
+        return cls.from_dict(read_json(path), str(path))
