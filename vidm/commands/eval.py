@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from vidm.commands.sample import add_infill_args
+from vidm.commands.sample import add_infill_args, load_pipeline
 from vidm.errors import ConfigError
 
 DEFAULT_METHODS = "model,crossfade,flow"
@@ -110,14 +110,6 @@ def _check_common(args) -> None:
         get_sampler(args.sampler)  # an unknown name fails before anything runs
 
 
-def _load(args):
-    from vidm.pipeline import VideoPipeline
-
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-    pipe.set_infill(getattr(args, "init", None), getattr(args, "init_sigma", None))
-    return pipe
-
-
 def _model_name(args) -> str:
     if args.model is not None:
         return str(args.model)
@@ -169,7 +161,7 @@ def run_interpolate(args) -> int:
     out = prepare_out_dir(args.out)
     if not args.no_plot:
         require_matplotlib()  # fail now, not after the whole run
-    pipe = _load(args) if {"model", "splat"} & set(methods) else None
+    pipe = load_pipeline(args) if {"model", "splat"} & set(methods) else None
     if pipe is None and args.samples > 1:
         print("vidm: --samples has no effect without the model (the baselines are deterministic)", file=sys.stderr)
     t0 = time.perf_counter()
@@ -222,7 +214,7 @@ def run_generate(args) -> int:
         from vidm.eval.i3d import load_i3d
 
         i3d = load_i3d(args.i3d)  # a missing file says where the weights come from
-    pipe = _load(args)
+    pipe = load_pipeline(args)
     if i3d is not None:
         i3d = i3d.to(pipe.device)
     clips = cut_clips(args.data, args.num, args.frames, seed=args.clip_seed, size=pipe.config.size,

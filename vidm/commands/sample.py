@@ -111,7 +111,9 @@ def _positive(name: str, value, minimum: int = 1) -> None:
         raise ConfigError(f"--{name} must be >= {minimum}, got {value}")
 
 
-def _load(args):
+def load_pipeline(args):
+    """The pipeline of --model/--device/--dtype with --init/--init-sigma applied where the command has them
+    (also used by `vidm eval`)."""
     from vidm.diffusion import get_sampler
     from vidm.pipeline import VideoPipeline
 
@@ -157,7 +159,7 @@ def run_generate(args) -> int:
     _positive("steps", args.steps)
     out = _check_output(args.output)
     strip = _check_strip(args.strip)
-    pipe = _load(args)
+    pipe = load_pipeline(args)
     videos = pipe.generate(num_frames=args.frames, num_videos=args.num, seed=args.seed, steps=args.steps,
                            sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
     _write(_numbered(out, "", args.num), videos, args.fps or pipe.config.fps)
@@ -184,7 +186,7 @@ def run_interpolate(args) -> int:
         _positive("max-frames", args.max_frames, 2)
         frames = read_clip(args.video, num_frames=args.max_frames)
         info = read_video_info(args.video)
-        pipe = _load(args)
+        pipe = load_pipeline(args)
         _say_resize(pipe, *frames.shape[1:3])
         videos = pipe.interpolate_video(frames, args.factor, samples=args.samples, seed=args.seed, steps=args.steps,
                                         sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
@@ -200,7 +202,7 @@ def run_interpolate(args) -> int:
     if a.shape != b.shape:
         raise VideoError(f"{args.images[1]}: size {b.shape[1]}x{b.shape[0]} differs from {args.images[0]}'s "
                          f"{a.shape[1]}x{a.shape[0]}; resize them to one size first")
-    pipe = _load(args)
+    pipe = load_pipeline(args)
     _say_resize(pipe, *a.shape[:2])
     mids = pipe.interpolate(a, b, num_frames=args.frames, samples=args.samples, seed=args.seed, steps=args.steps,
                             sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
@@ -225,7 +227,7 @@ def run_predict(args) -> int:
     if args.context is not None:
         frames = frames[-args.context:]
     info = read_video_info(args.video)
-    pipe = _load(args)
+    pipe = load_pipeline(args)
     _say_resize(pipe, *frames.shape[1:3])
     future = pipe.predict(frames, args.frames, samples=args.samples, seed=args.seed, steps=args.steps,
                           sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)

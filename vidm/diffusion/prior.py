@@ -21,21 +21,25 @@ import torch
 from vidm.errors import ShapeError
 
 
+def nearest_known(known: torch.Tensor, times: torch.Tensor):
+    """For every frame of known (B, T) bool with times (B, T) (float, any order): the nearest known
+    frame at or before its time and at or after it -> (j_before, j_after) (B, T) long and their
+    time distances (d_before, d_after) (B, T), inf where that side has no known frame."""
+    inf = torch.tensor(float("inf"), dtype=times.dtype, device=times.device)
+    dt = times[:, None, :] - times[:, :, None]  # (B, T_i, T_j): t_j - t_i
+    k = known[:, None, :]
+    d_after, j_after = torch.where(k & (dt >= 0), dt, inf).min(-1)  # (B, T)
+    d_before, j_before = torch.where(k & (dt <= 0), -dt, inf).min(-1)
+    return j_before, j_after, d_before, d_after
+
+
 def known_frame_mean(x: torch.Tensor, known: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
     """m (B, T, C, H, W) for x (B, T, C, H, W), known (B, T) bool, times (B, T) (see the module
     docstring). Frames may come in any time order."""
     if x.ndim != 5 or known.shape != x.shape[:2] or times.shape != x.shape[:2]:
         raise ShapeError(f"known_frame_mean: need x (B, T, C, H, W) with known and times (B, T); got "
                          f"x {tuple(x.shape)}, known {tuple(known.shape)}, times {tuple(times.shape)}")
-    t = times.to(x.dtype)
-    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
-    # gap[b, i, j] = t_j - t_i for known j (inf otherwise): the nearest known frame on each side of i
-    dt = t[:, None, :] - t[:, :, None]  # (B, T_i, T_j)
-    k = known[:, None, :]
-    after = torch.where(k & (dt >= 0), dt, inf)
-    before = torch.where(k & (dt <= 0), -dt, inf)
-    d_after, j_after = after.min(-1)  # (B, T)
-    d_before, j_before = before.min(-1)
+    j_before, j_after, d_before, d_after = nearest_known(known, times.to(x.dtype))
     has_after, has_before = torch.isfinite(d_after), torch.isfinite(d_before)
     # weight of the "after" frame d_before / (d_before + d_after) (an unknown frame at a known
     # frame's time gets 1/2 + 1/2 of it); one-sided: that side only; none known: 0
@@ -49,4 +53,4 @@ def known_frame_mean(x: torch.Tensor, known: torch.Tensor, times: torch.Tensor) 
     return torch.where(known.view(*known.shape, 1, 1, 1), torch.zeros_like(x), m)
 
 
-__all__ = ["known_frame_mean"]
+__all__ = ["known_frame_mean", "nearest_known"]

@@ -26,10 +26,12 @@ Cost: an (N, N) similarity per frame pair, N = h * w latent positions (256 at 16
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
+from vidm.diffusion.prior import nearest_known
 from vidm.errors import ConfigError, ShapeError
 
 DEFAULT_TEMPERATURE = 0.05  # squared latent distance (latents have about unit std)
@@ -126,18 +128,13 @@ def brackets(known: torch.Tensor, times: torch.Tensor) -> list[tuple[int, int, i
     if known.ndim != 1 or times.shape != known.shape:
         raise ShapeError(f"brackets: need known and times of shape (T,), got {tuple(known.shape)} and "
                          f"{tuple(times.shape)}")
-    kt = [(float(times[j]), j) for j in range(len(known)) if known[j]]
+    j_before, j_after, d_before, d_after = (v[0] for v in nearest_known(known[None], times[None]))
     out = []
-    for i in range(len(known)):
-        if known[i]:
-            continue
-        t = float(times[i])
-        before = [(tj, j) for tj, j in kt if tj <= t]
-        after = [(tj, j) for tj, j in kt if tj >= t]
-        if not before or not after:
+    for i in torch.nonzero(~known).flatten().tolist():
+        db, da = float(d_before[i]), float(d_after[i])
+        if math.isinf(db) or math.isinf(da):
             return None
-        (tb, jb), (ta, ja) = max(before), min(after)
-        out.append((i, jb, ja, 0.0 if ta == tb else (t - tb) / (ta - tb)))
+        out.append((i, int(j_before[i]), int(j_after[i]), 0.0 if db + da == 0 else db / (db + da)))
     return out
 
 

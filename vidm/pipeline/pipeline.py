@@ -302,10 +302,7 @@ class VideoPipeline:
         each pair's noise depends on its place in the batch (reproducible for a fixed batch)."""
         _check_count("num_frames", num_frames, 1)
         _check_count("samples", samples, 1)
-        starts, ends = np.asarray(starts), np.asarray(ends)
-        if starts.ndim != 4 or starts.shape != ends.shape or starts.dtype != np.uint8 or ends.dtype != np.uint8:
-            raise ShapeError(f"starts/ends must be uint8 (B, H, W, 3) of one shape, "
-                             f"got {starts.dtype} {starts.shape} and {ends.dtype} {ends.shape}")
+        starts, ends = _check_pairs(starts, ends)
         steps, sampler, guidance = self._settings(steps, sampler, guidance)
         B, n = len(starts), num_frames + 2
         windows = plan.plan_infill(n, self.config.window)
@@ -326,10 +323,7 @@ class VideoPipeline:
         starts, ends uint8 (B, H, W, 3) -> uint8 (B, 1, num_frames, H, W, 3), the end frames'
         latents moved to each in-between time by global matching (`vidm.diffusion.splat`)."""
         _check_count("num_frames", num_frames, 1)
-        starts, ends = np.asarray(starts), np.asarray(ends)
-        if starts.ndim != 4 or starts.shape != ends.shape or starts.dtype != np.uint8 or ends.dtype != np.uint8:
-            raise ShapeError(f"starts/ends must be uint8 (B, H, W, 3) of one shape, "
-                             f"got {starts.dtype} {starts.shape} and {ends.dtype} {ends.shape}")
+        starts, ends = _check_pairs(starts, ends)
         B = len(starts)
         z = self.encode(np.concatenate([starts, ends]))  # (2B, C, h, w)
         fractions = [i / (num_frames + 1) for i in range(1, num_frames + 1)]
@@ -403,6 +397,14 @@ class VideoPipeline:
 def _check_count(name: str, value, minimum: int) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_pairs(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    starts, ends = np.asarray(starts), np.asarray(ends)
+    if starts.ndim != 4 or starts.shape != ends.shape or starts.dtype != np.uint8 or ends.dtype != np.uint8:
+        raise ShapeError(f"starts/ends must be uint8 (B, H, W, 3) of one shape, "
+                         f"got {starts.dtype} {starts.shape} and {ends.dtype} {ends.shape}")
+    return starts, ends
 
 
 def _check_frame(frame: np.ndarray, name: str) -> np.ndarray:
