@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+from vidm.data.frame_bank import ExampleConfig  # reference-decoder examples (autoencoder)
 from vidm.diffusion.masks import MaskConfig  # RaMViD modes + VIDIM dropout probabilities
 from vidm.errors import ConfigError
 
@@ -78,6 +79,10 @@ class DataConfig:
     batch_size: int = 8  # per process, per micro-batch
     num_workers: int = 0
     val_clips: int = 4  # videos held out (the last ones in sorted order) for validation
+    # A separate folder of held-out videos (whole clips; the reference autoencoder uses it
+    # instead of val_clips, so the held-out clips are named, not the last in sorted order).
+    val_root: Optional[str] = None
+    max_short_side: int = 256  # reference autoencoder: frames kept in memory with this short side
     val_batches: int = 1  # validation batches per evaluation (each rank)
 
 
@@ -108,6 +113,13 @@ class AutoencoderLossConfig:
     l1: float = 1.0
     l2: float = 0.0
     kl: float = 1e-6
+    # Reference decoding (model.references > 0): Laplacian-pyramid L1 on the built frame, and
+    # the latent the reference path sees: exact (p_latent_clean), dropped (p_latent_drop), or
+    # noised at sigma ~ log-uniform(0.05, latent_sigma_max) x the latents' std (the rest).
+    laplacian: float = 1.0
+    p_latent_clean: float = 0.4
+    p_latent_drop: float = 0.2
+    latent_sigma_max: float = 1.5
 
 
 # ----------------------------------------------------------------------------- per stage
@@ -128,6 +140,7 @@ class _StageConfig:
 class AutoencoderTrainConfig(_StageConfig):
     stage: Literal["autoencoder"] = "autoencoder"
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    references: ExampleConfig = field(default_factory=ExampleConfig)  # model.references > 0 only
 
 
 @dataclass

@@ -55,8 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--clips", type=int, default=50, help="number of clips (default 50)")
     q.add_argument("--samples", type=int, default=1, help="model samples per clip (default 1)")
     q.add_argument("--methods", default=DEFAULT_METHODS,
-                   help=f"comma-separated: model, splat (the model's splat start alone, no diffusion "
-                        f"step) and/or the baselines crossfade, flow (default {DEFAULT_METHODS})")
+                   help=f"comma-separated: model; splat (the model's splat start alone, no diffusion "
+                        f"step); oracle (the true in-betweens' latents decoded: the decoder's share of "
+                        f"the error); refs (a reference decoder from the end frames alone); and/or the "
+                        f"baselines crossfade, flow (default {DEFAULT_METHODS})")
     q.add_argument("--warping", action="store_true", help="also the temporal warping error (slower: optical flow)")
     q.add_argument("--size", type=int, default=None,
                    help="resize clips to SIZE x SIZE first (default: native; the position metric needs native)")
@@ -93,7 +95,9 @@ def _parse_methods(text: str) -> list[str]:
     from vidm.eval.baselines import BASELINES
 
     names = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    known = ["model", "splat", *BASELINES]
+    from vidm.eval.interpolate_eval import PIPELINE_METHODS
+
+    known = ["model", *PIPELINE_METHODS, *BASELINES]
     bad = [m for m in names if m not in known]
     if bad or not names:
         raise ConfigError(f"--methods {text!r}: unknown {', '.join(bad) or 'empty list'}; "
@@ -161,7 +165,9 @@ def run_interpolate(args) -> int:
     out = prepare_out_dir(args.out)
     if not args.no_plot:
         require_matplotlib()  # fail now, not after the whole run
-    pipe = load_pipeline(args) if {"model", "splat"} & set(methods) else None
+    from vidm.eval.interpolate_eval import PIPELINE_METHODS
+
+    pipe = load_pipeline(args) if {"model", *PIPELINE_METHODS} & set(methods) else None
     if pipe is None and args.samples > 1:
         print("vidm: --samples has no effect without the model (the baselines are deterministic)", file=sys.stderr)
     t0 = time.perf_counter()

@@ -219,17 +219,21 @@ def _baseline_runner(name: str) -> Callable:
 
     fn = get_baseline(name)
 
-    def run(starts, ends, num_frames, seed):  # -> (B, 1, n, H, W, 3)
+    def run(starts, ends, num_frames, seed, truth):  # -> (B, 1, n, H, W, 3)
         return np.stack([fn(s, e, num_frames)[None] for s, e in zip(starts, ends)])
 
     return run
 
 
-def _splat_runner(pipe) -> Callable:
-    def run(starts, ends, num_frames, seed):  # -> (B, 1, n, H, W, 3)
-        return pipe.splat_batch(starts, ends, num_frames)
-
-    return run
+# Methods that run the pipeline's pieces without (all of) the diffusion: what each adds.
+PIPELINE_METHODS = {
+    # the solver's splat start, decoded with no diffusion step
+    "splat": lambda pipe: lambda s, e, n, seed, truth: pipe.splat_batch(s, e, n),
+    # the true in-betweens' own latents decoded (with the end frames as references, if taken)
+    "oracle": lambda pipe: lambda s, e, n, seed, truth: pipe.oracle_batch(s, e, truth),
+    # the reference decoder from the end frames alone, the latent unknown
+    "refs": lambda pipe: lambda s, e, n, seed, truth: pipe.references_only_batch(s, e, n),
+}
 
 
 def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: Sequence[str], pipe=None,
@@ -238,8 +242,10 @@ def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: 
                            progress: bool = False) -> InterpolationResult:
     """Run every method on every clip at every gap and score it (see the module docstring).
 
-    methods: "model" (needs `pipe`), "splat" (the model's splat start with no diffusion step: what
-    the motion model adds to it; needs `pipe`) and/or baseline names (`vidm.eval.baselines.BASELINES`).
+    methods: "model" (needs `pipe`), the pipeline pieces of PIPELINE_METHODS ("splat": the splat
+    start with no diffusion step, what the motion model adds to it; "oracle": the true frames'
+    latents decoded, the decoder's share of the error; "refs": the reference decoder from the end
+    frames alone; each needs `pipe`) and/or baseline names (`vidm.eval.baselines.BASELINES`).
     The model sees clips in batches of `batch_size`; batch k (first clip i) uses seed + i.
     Returns the report (per-clip numbers, summaries with 95% t-intervals, paired differences
     model - baseline, timing) and, for the largest gap, the frames of the first `examples` clips.
@@ -260,10 +266,11 @@ def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: 
         raise ConfigError("method 'model' needs a pipeline")
     if samples < 1 or batch_size < 1:
         raise ConfigError(f"samples and batch size must be >= 1, got {samples} and {batch_size}")
-    if "splat" in methods and pipe is None:
-        raise ConfigError("method 'splat' needs a pipeline (its autoencoder)")
-    runners = {m: (None if m == "model" else _splat_runner(pipe) if m == "splat" else _baseline_runner(m))
-               for m in methods}
+    for m in methods:
+        if m in PIPELINE_METHODS and pipe is None:
+            raise ConfigError(f"method {m!r} needs a pipeline (its autoencoder)")
+    runners = {m: (None if m == "model" else PIPELINE_METHODS[m](pipe) if m in PIPELINE_METHODS
+                   else _baseline_runner(m)) for m in methods}
     S = samples if "model" in methods else 1
     best_name = f"model_best_of_{S}"
     has_meta = any(c.meta is not None for c in clips)
@@ -296,7 +303,8 @@ def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: 
                         outs = interpolate_batch(pipe, starts, ends, g - 1, samples=S, seed=seed + batch[0],
                                                  steps=steps, sampler=sampler, guidance=guidance)
                     else:
-                        outs = runners[m](starts, ends, g - 1, seed)  # (B, 1, g-1, H, W, 3)
+                        truth = np.stack([clips[i].frames[1:g] for i in batch])  # (B, g-1, H, W, 3)
+                        outs = runners[m](starts, ends, g - 1, seed, truth)  # (B, 1, g-1, H, W, 3)
                     timing[m] += time.perf_counter() - t0
                     for i, out in zip(batch, outs):
                         ms = [clip_metrics(o, clips[i], g, warping) for o in out]  # one per sample

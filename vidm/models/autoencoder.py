@@ -3,6 +3,7 @@
 
 frames (N, 3, H, W) in [-1, 1]  --encode-->  DiagonalGaussian over (N, C, H/f, W/f)
 z (N, C, H/f, W/f)              --decode-->  (N, 3, H, W)
+z + references (N, K, 3, H', W') --decode-->  (N, 3, H', W')   (config.references > 0)
 Diffusion models work on z * config.latent_scale (about unit std; see measure_latent_scale).
 
 With `linear_shortcut` the encoder mean and the decoder output each add a learned linear patch
@@ -23,6 +24,7 @@ from vidm.models.blocks import Downsample, GroupNorm, ResBlock, SpatialAttention
 from vidm.models.configs import AutoencoderConfig
 from vidm.models.embeddings import zero_module
 from vidm.models.pretrained import PretrainedMixin
+from vidm.models.reference_decoder import ReferenceDecoder
 from vidm.models.unet_body import check_channels, check_spatial
 
 
@@ -125,6 +127,13 @@ class AutoencoderKL(PretrainedMixin, nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        # Absent on plain autoencoders, so their folders keep exactly their old weights.
+        self.ref_decoder = (ReferenceDecoder(config.latent_channels, config.ref_channels, config.ref_corr_radius)
+                            if config.references else None)
+
+    @property
+    def max_references(self) -> int:
+        return self.config.references
 
     @property
     def downsample_factor(self) -> int:
@@ -147,11 +156,41 @@ class AutoencoderKL(PretrainedMixin, nn.Module):
         check_spatial(frames.shape[2], frames.shape[3], self.downsample_factor, "AutoencoderKL.encode")
         return DiagonalGaussian(self.encoder(frames))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, references: torch.Tensor | None = None,
+               offsets: torch.Tensor | None = None, latent_sigma: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """z (N, C, h, w) -> (N, 3, h*f, w*f); with references (N, K, 3, H, W) in [-1, 1] (K >= 1)
+        and offsets (N, K) (reference time minus target time, frames) -> (N, 3, H, W), built from
+        the references' pixels. latent_sigma (scalar or (N,)): how unsure z is (0 = exact,
+        inf = unknown), as in training."""
         if z.ndim != 4:
             raise ShapeError(f"AutoencoderKL.decode: z must be (N, C, h, w), got shape {tuple(z.shape)}")
         check_channels(z.shape[1], self.config.latent_channels, "AutoencoderKL.decode: z")
-        return self.decoder(z)
+        x = self.decoder(z)
+        if references is None or references.shape[1] == 0:
+            return x
+        N = z.shape[0]
+        if self.ref_decoder is None:
+            raise ConfigError("AutoencoderKL.decode: this autoencoder has a plain decoder; it takes no "
+                              "reference frames (train one with model.references=2)")
+        if references.ndim != 5 or references.shape[0] != N or references.shape[2] != 3:
+            raise ShapeError(f"AutoencoderKL.decode: references must be (N={N}, K, 3, H, W), "
+                             f"got shape {tuple(references.shape)}")
+        K = references.shape[1]
+        if K > self.config.references:
+            raise ShapeError(f"AutoencoderKL.decode: {K} references given; this decoder takes at most "
+                             f"{self.config.references}")
+        if offsets is None or tuple(offsets.shape) != (N, K):
+            got = None if offsets is None else tuple(offsets.shape)
+            raise ShapeError(f"AutoencoderKL.decode: offsets must be (N={N}, K={K}), got {got}")
+        sigma = torch.as_tensor(latent_sigma, dtype=torch.float32, device=z.device)
+        sigma = sigma.expand(N) if sigma.ndim == 0 else sigma
+        if tuple(sigma.shape) != (N,) or bool((sigma < 0).any()) or bool(sigma.isnan().any()):
+            raise ShapeError(f"AutoencoderKL.decode: latent_sigma must be >= 0, a scalar or (N={N},)")
+        if not bool(torch.isfinite(references).all()) or not bool(torch.isfinite(offsets).all()):
+            raise ShapeError("AutoencoderKL.decode: references and offsets must be finite")
+        sigma = torch.where(torch.isinf(sigma), torch.full_like(sigma, 1e6), sigma)
+        refs, offs, present = pad_references(references, offsets.float())
+        return self.ref_decoder(z, x, refs, offs, present, sigma)
 
     def forward(self, frames: torch.Tensor, sample_posterior: bool = True,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
@@ -159,6 +198,23 @@ class AutoencoderKL(PretrainedMixin, nn.Module):
         posterior = self.encode(frames)
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
         return self.decode(z.to(frames.dtype)), posterior
+
+    def reference_forward(self, z: torch.Tensor, refs: torch.Tensor, offsets: torch.Tensor,
+                          present: torch.Tensor, latent_sigma: torch.Tensor) -> torch.Tensor:
+        """Training entry of the reference path with per-example slots: z (N, C, h, w),
+        refs (N, 2, 3, H, W), offsets / present (N, 2), latent_sigma (N,) -> (N, 3, H, W)."""
+        return self.ref_decoder(z, self.decoder(z), refs, offsets, present, latent_sigma)
+
+
+def pad_references(refs: torch.Tensor, offsets: torch.Tensor):
+    """(N, K, 3, H, W), (N, K) with K <= 2 -> the decoder's two slots and their presence (N, 2)."""
+    N, K = refs.shape[:2]
+    present = torch.zeros(N, 2, device=refs.device)
+    present[:, :K] = 1
+    if K < 2:
+        refs = torch.cat([refs, refs.new_zeros(N, 2 - K, *refs.shape[2:])], 1)
+        offsets = torch.cat([offsets, offsets.new_zeros(N, 2 - K)], 1)
+    return refs, offsets, present
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -137,6 +137,11 @@ class AutoencoderConfig(ConfigBase):
     head_dim: int = 32
     latent_scale: float = 1.0  # multiply latents by this (set by measure_latent_scale) -> ~unit std
     preset: str = ""
+    # Reference-conditioned decoding (vidm.models.reference_decoder): 0 = the plain decoder only;
+    # 2 = decode() also takes up to two reference frames and builds the frame from their pixels.
+    references: int = 0
+    ref_channels: int = 32  # width of the reference decoder's networks
+    ref_corr_radius: int = 3  # cost-volume radius at S/4 (cells); reference pairs get radius + 1
 
     def validate(self) -> None:
         n = type(self).__name__
@@ -153,6 +158,9 @@ class AutoencoderConfig(ConfigBase):
                               f"levels (len(ch_mult) = log2(factor) + 1), got {len(self.ch_mult)}")
         if not self.latent_scale > 0:
             raise ConfigError(f"{n}.latent_scale: must be > 0, got {self.latent_scale}")
+        if self.references not in (0, 2):
+            raise ConfigError(f"{n}.references: must be 0 (plain decoder) or 2, got {self.references}")
+        _check_positive(n, ref_channels=self.ref_channels, ref_corr_radius=self.ref_corr_radius)
         chans = [self.base_channels * m for m in self.ch_mult]
         _check_channels(n, chans, self.norm_groups, None)
         if self.mid_attention:  # the only attention sits at the lowest resolution

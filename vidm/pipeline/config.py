@@ -37,6 +37,9 @@ class PipelineConfig:
     # Windows with frames to make past the last known frame (generate, predict) always use "noise".
     infill_init: str = "splat"
     infill_sigma: float = 0.5
+    # Reference autoencoders only: how unsure the decoder is told the sampled latents are
+    # (0 = exact, as a true frame's latent; larger = lean more on the reference frames' pixels).
+    decode_latent_sigma: float = 0.0
 
     def validate(self, where: str = PIPELINE_NAME) -> "PipelineConfig":
         """Raise ConfigError (one line) on settings no sampler can use; returns self."""
@@ -46,6 +49,9 @@ class PipelineConfig:
         if not 0 < self.infill_sigma <= self.sigma_max:
             raise ConfigError(f"{where}: infill_sigma must be in (0, sigma_max = {self.sigma_max}], "
                               f"got {self.infill_sigma}")
+        if not 0 <= self.decode_latent_sigma < float("inf"):
+            raise ConfigError(f"{where}: decode_latent_sigma must be a finite number >= 0, "
+                              f"got {self.decode_latent_sigma}")
         return self
 
     def to_dict(self) -> dict:

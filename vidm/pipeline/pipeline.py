@@ -6,8 +6,10 @@
     fast = pipe.interpolate_video(frames, factor=4)                 # uint8 (1, (N-1)*4+1, H, W, 3)
     more = pipe.predict(frames, num_future=16)                      # uint8 (1, 16, H, W, 3)
 
-Frames in and out are uint8 (H, W, 3) arrays; inputs of another size are resized to the
-models' square resolution and the results resized back. All sampling happens on latents:
+Frames in and out are uint8 (H, W, 3) arrays. The diffusion runs at the models' square
+resolution; with a reference autoencoder (`model.references=2`) every output frame is built
+from the real pixels of its nearest given frames at their own size (`vidm.pipeline.refdecode`),
+otherwise inputs of another size are resized to the model size and the results resized back. All sampling happens on latents:
 the content model makes frame 0 (VIDM), the motion model makes the other frames window by
 window with the known frames clean (RaMViD), the first frame as content anchor, and guidance
 on the input frames (VIDIM). The same seed on the same device gives the same frames.
@@ -30,6 +32,7 @@ from vidm.models import AutoencoderKL, ContentUNet, MotionUNet, autocast_dtype
 from vidm.models.autoencoder import decode_frames, encode_frames
 from vidm.pipeline import plan
 from vidm.pipeline.config import STAGES, PipelineConfig
+from vidm.pipeline.refdecode import decode_with_references
 from vidm.serialization import atomic_write_dir
 
 DTYPES = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -155,6 +158,16 @@ class VideoPipeline:
         with self._autocast():
             return encode_frames(self.autoencoder, self.to_model_frames(frames)).float()
 
+    @property
+    def uses_references(self) -> bool:
+        """True when the autoencoder builds frames from reference frames' pixels."""
+        return self.autoencoder.config.references > 0
+
+    def to_pixels(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1] at their own size, on the device."""
+        x = torch.from_numpy(np.ascontiguousarray(_check_frames(frames))).permute(0, 3, 1, 2)
+        return (x.float() / 127.5 - 1).to(self.device)
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
         """Scaled latents (N, C, h, w) -> uint8 (N, H, W, 3)."""
@@ -277,7 +290,7 @@ class VideoPipeline:
             made = torch.zeros(num_frames, dtype=torch.bool, device=self.device)
             made[0] = True
             z = self._fill(z, made, windows, z0, gen, steps, sampler, guidance, bar)
-        return self._decode_videos(z)
+        return self._decode_videos(z, given={})
 
     @torch.no_grad()
     def interpolate(self, start: np.ndarray, end: np.ndarray, num_frames: int = 7, samples: int = 1, seed: int = 0,
@@ -314,7 +327,7 @@ class VideoPipeline:
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         made[0] = made[-1] = True
         z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "interpolate", progress)
-        out = self._decode_videos(z[:, 1:-1], size=starts.shape[1:3])  # (B*S, n-2, H, W, 3)
+        out = self._decode_between(z, starts, ends, samples)  # (B*S, n-2, H, W, 3)
         return out.reshape(B, samples, *out.shape[1:])
 
     @torch.no_grad()
@@ -328,7 +341,42 @@ class VideoPipeline:
         z = self.encode(np.concatenate([starts, ends]))  # (2B, C, h, w)
         fractions = [i / (num_frames + 1) for i in range(1, num_frames + 1)]
         mids = splat_inbetweens(z[:B], z[B:], fractions)  # (B, n, C, h, w)
-        return self._decode_videos(mids, size=starts.shape[1:3])[:, None]
+        full = torch.cat([z[:B, None], mids, z[B:, None]], 1)
+        return self._decode_between(full, starts, ends, 1)[:, None]
+
+    @torch.no_grad()
+    def oracle_batch(self, starts: np.ndarray, ends: np.ndarray, truths: np.ndarray) -> np.ndarray:
+        """The decoder's share of the error (for evaluation): the true in-between frames uint8
+        (B, n, H, W, 3) encoded and decoded again, with the end frames as references when the
+        autoencoder takes them -> uint8 (B, 1, n, H, W, 3). No diffusion step."""
+        starts, ends = _check_pairs(starts, ends)
+        truths = np.asarray(truths)
+        if truths.ndim != 5 or truths.shape[0] != len(starts) or truths.shape[2:] != starts.shape[1:]:
+            raise ShapeError(f"truths must be uint8 (B, n, H, W, 3) matching starts {starts.shape}, "
+                             f"got {truths.shape}")
+        B, n = truths.shape[:2]
+        z = self.encode(np.concatenate([starts, truths.reshape(B * n, *truths.shape[2:]), ends]))
+        mids = z[B:B + B * n].reshape(B, n, *z.shape[1:])
+        full = torch.cat([z[:B, None], mids, z[B + B * n:, None]], 1)
+        return self._decode_between(full, starts, ends, 1)[:, None]
+
+    @torch.no_grad()
+    def references_only_batch(self, starts: np.ndarray, ends: np.ndarray, num_frames: int = 7) -> np.ndarray:
+        """What the reference decoder makes from the end frames alone, told the latent is unknown
+        (for evaluation): uint8 (B, 1, num_frames, H, W, 3). Needs a reference autoencoder."""
+        _check_count("num_frames", num_frames, 1)
+        starts, ends = _check_pairs(starts, ends)
+        if not self.uses_references:
+            raise ConfigError("this pipeline's autoencoder has a plain decoder; it cannot decode from "
+                              "references alone")
+        B = len(starts)
+        C, h, w = self._latent_shape()
+        z = torch.zeros(B, num_frames + 2, C, h, w, device=self.device)
+        a, b = self.to_pixels(starts), self.to_pixels(ends)
+        made = decode_with_references(self.autoencoder, z, {0: a, num_frames + 1: b}, float("inf"), self._autocast)
+        x = torch.stack([made[t] for t in range(1, num_frames + 1)], 1)
+        x = ((x.float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 1, 3, 4, 2).numpy()[:, None]
 
     @torch.no_grad()
     def interpolate_video(self, frames: np.ndarray, factor: int, samples: int = 1, seed: int = 0,
@@ -350,7 +398,11 @@ class VideoPipeline:
         z[:, ::factor] = given
         made[::factor] = True
         z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "interpolate", progress)
-        out = self._decode_videos(z, size=frames.shape[1:3])
+        given = None
+        if self.uses_references:
+            px = self.to_pixels(frames)
+            given = {i * factor: px[i:i + 1].expand(samples, -1, -1, -1) for i in range(len(frames))}
+        out = self._decode_videos(z, size=frames.shape[1:3], given=given)
         out[:, ::factor] = frames  # the given frames exactly, not their autoencoder round trip
         return out
 
@@ -385,13 +437,35 @@ class VideoPipeline:
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         made[:n_given] = True
         z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "predict", progress)
-        out = self._decode_videos(z[:, n_given:], size=(H, W))  # (B*S, num_future, H, W, 3)
+        if self.uses_references:
+            px = self.to_pixels(given.reshape(B * n_given, H, W, 3)).reshape(B, n_given, 3, H, W)
+            px = px.repeat_interleave(samples, 0)
+            out = self._decode_videos(z, given={i: px[:, i] for i in range(n_given)})[:, n_given:]
+        else:
+            out = self._decode_videos(z[:, n_given:], size=(H, W))  # (B*S, num_future, H, W, 3)
         return out.reshape(B, samples, *out.shape[1:])
 
-    def _decode_videos(self, z: torch.Tensor, size=None) -> np.ndarray:
+    def _decode_between(self, z: torch.Tensor, starts: np.ndarray, ends: np.ndarray, samples: int) -> np.ndarray:
+        """z (B*samples, n, C, h, w) with the end frames' latents at 0 and n-1 -> the in-betweens
+        uint8 (B*samples, n-2, H, W, 3) at the end frames' size."""
+        if not self.uses_references:
+            return self._decode_videos(z[:, 1:-1], size=starts.shape[1:3])
+        a, b = (self.to_pixels(x).repeat_interleave(samples, 0) for x in (starts, ends))
+        return self._decode_videos(z, given={0: a, z.shape[1] - 1: b})[:, 1:-1]
+
+    def _decode_videos(self, z: torch.Tensor, size=None, given: dict[int, torch.Tensor] | None = None) -> np.ndarray:
+        """Scaled latents (B, T, C, h, w) -> uint8 (B, T, H, W, 3). With a reference autoencoder
+        and `given` ({position: (B, 3, H, W) pixels}, {} for generation) the frames not given are
+        built from their reference frames at the given frames' size and the given ones are their
+        own pixels; otherwise each frame is decoded alone and resized to `size`."""
         B, T = z.shape[:2]
-        frames = self.decode(z.reshape(B * T, *z.shape[2:]), size)
-        return frames.reshape(B, T, *frames.shape[1:])
+        if given is None or not self.uses_references:
+            frames = self.decode(z.reshape(B * T, *z.shape[2:]), size)
+            return frames.reshape(B, T, *frames.shape[1:])
+        made = decode_with_references(self.autoencoder, z, given, self.config.decode_latent_sigma, self._autocast)
+        x = torch.stack([given[t] if t in given else made[t] for t in range(T)], 1)  # (B, T, 3, H, W)
+        x = ((x.float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 1, 3, 4, 2).numpy()
 
 
 def _check_count(name: str, value, minimum: int) -> None:

@@ -1,0 +1,185 @@
+"""Reference-conditioned frame decoding (after LDMVFI's VQ-FIGAN, TLB-VFI and RIFE's IFNet).
+
+The frame is built from the real pixels of one or two reference frames, at the references' own
+resolution; the target's latent only steers where those pixels go:
+
+    frame = sum_k w_k * warp(ref_k, flow_k) + w_gen * up(D(z)) + residual
+
+with w = softmax over (ref 0, ref 1, "new content") and D the plain latent decoder. Shapes:
+
+    z        (N, C, h, w)        the target's unscaled latent; the model grid is S = (h*f, w*f)
+    x_gen    (N, 3, S)           D(z), the plain decoder's frame
+    refs     (N, K, 3, H, W)     K in {1, 2} reference frames in [-1, 1], any H x W
+    offsets  (N, K)              reference time minus target time, in frames (signed)
+    out      (N, 3, H, W)
+
+Coarse to fine (as IFNet does at 1/16..1/1): a small U-Net at S/4 sees the latent, features
+of D(z) and of each reference and local correlation volumes (D(z) against each reference, and
+reference against reference, for when the latent is uninformative) and gives the first flows
+and blend logits; one shared refinement block then corrects flows, logits and a residual at
+S/2 and S on the model grid, then at every octave of the references' own grid up to H x W, each
+time looking at the references warped at that level. Flows are fractions of the frame
+(`vidm.models.warp`), so they carry across grids of any size and aspect.
+
+The decoder is trained with noised and dropped latents (`latent_sigma`, given to the network),
+so it learns to match the references itself where the latent is unsure.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vidm.models.embeddings import zero_module
+from vidm.models.warp import backward_warp, level_sizes, resize
+
+SLOTS = 2  # reference slots; a missing reference gets zero weight
+HIDDEN = 16  # channels of the context carried from level to level
+NEG = -1.0e4  # blend logit of a missing reference (finite: bf16-safe)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor, radius: int) -> torch.Tensor:
+    """Local cost volume: (N, c, h, w) x2 -> (N, (2r+1)^2, h, w), cosine similarity of a's
+    feature at p with b's at p + d for every |d| <= r (zeros past the border)."""
+    N, c, h, w = a.shape
+    a = F.normalize(a.float(), dim=1)
+    b = F.normalize(b.float(), dim=1)
+    d = 2 * radius + 1
+    cols = F.unfold(b, d, padding=radius).view(N, c, d * d, h, w)
+    return (cols * a.unsqueeze(2)).sum(1)
+
+
+def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.SiLU())
+
+
+class FeatureEncoder(nn.Module):
+    """Image (N, 3, S) -> features (N, w, S/4)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        half = max(8, width // 2)
+        self.layers = nn.Sequential(conv(3, half, 2), conv(half, half), conv(half, width, 2),
+                                    nn.Conv2d(width, width, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class CoarseEstimator(nn.Module):
+    """A three-level U-Net at S/4 -> first flows (4), blend logits (3) and context (HIDDEN)."""
+
+    def __init__(self, cin: int, width: int):
+        super().__init__()
+        c1, c2, c3 = 2 * width, 3 * width, 4 * width
+        self.inp = nn.Sequential(conv(cin, c1), conv(c1, c1))
+        self.down1 = nn.Sequential(conv(c1, c2, 2), conv(c2, c2))
+        self.down2 = nn.Sequential(conv(c2, c3, 2), conv(c3, c3), conv(c3, c3))
+        self.up2 = conv(c3, c2)
+        self.mid1 = conv(c2, c2)
+        self.up1 = conv(c2, c1)
+        self.mid0 = conv(c1, c1)
+        self.head = zero_module(nn.Conv2d(c1, 4 + 3 + HIDDEN, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0 = self.inp(x)
+        h1 = self.down1(h0)
+        h2 = self.down2(h1)
+        u1 = self.mid1(self.up2(resize(h2, h1.shape[-2:])) + h1)
+        u0 = self.mid0(self.up1(resize(u1, h0.shape[-2:])) + h0)
+        return self.head(u0)
+
+
+class RefineBlock(nn.Module):
+    """One level's correction, shared by all levels (so any number of octaves works): works at
+    half the level's resolution, outputs at the level's (deltas of flows in level pixels,
+    logits, residual, context)."""
+
+    IN = 3 * SLOTS * 2 + 3 + 3 + 2 * SLOTS + 3 + SLOTS + HIDDEN + 3
+    OUT = 2 * SLOTS + 3 + 3 + HIDDEN
+
+    def __init__(self, width: int):
+        super().__init__()
+        c = width + width // 2
+        self.body = nn.Sequential(conv(self.IN, c, 2), conv(c, c), conv(c, c), conv(c, c))
+        self.out = zero_module(nn.ConvTranspose2d(c, self.OUT, 4, stride=2, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))[..., : x.shape[-2], : x.shape[-1]]  # odd sizes: crop the extra row
+
+
+class ReferenceDecoder(nn.Module):
+    def __init__(self, latent_channels: int, width: int, corr_radius: int):
+        super().__init__()
+        self.radius = corr_radius
+        d_gen = (2 * corr_radius + 1) ** 2
+        d_pair = (2 * corr_radius + 3) ** 2  # refs are further apart than ref and target
+        cin = latent_channels + 1 + width + 3 + SLOTS * (width + d_gen + 3 + 2) + d_pair
+        self.features = FeatureEncoder(width)
+        self.coarse = CoarseEstimator(cin, width)
+        self.refine = RefineBlock(width)
+
+    def forward(self, z: torch.Tensor, x_gen: torch.Tensor, refs: torch.Tensor, offsets: torch.Tensor,
+                present: torch.Tensor, latent_sigma: torch.Tensor) -> torch.Tensor:
+        """refs (N, SLOTS, 3, H, W), offsets / present (N, SLOTS) (present 1 or 0; an absent
+        slot's pixels are ignored), latent_sigma (N,) -> (N, 3, H, W)."""
+        N, _, _, H, W = refs.shape
+        S = tuple(x_gen.shape[-2:])
+        dt = x_gen.dtype
+        present = present.to(dt)
+        refs = refs.to(dt) * present.view(N, SLOTS, 1, 1, 1)
+        tau = (offsets.to(dt) / 8).clamp(-4, 4) * present  # (N, SLOTS)
+        conf = (latent_sigma.to(dt) / (1 + latent_sigma.to(dt))).view(N, 1, 1, 1)  # 0 sure .. 1 unknown
+
+        # Coarse level on the model grid (S/4).
+        ref_s = [resize(refs[:, k], S) for k in range(SLOTS)]  # (N, 3, S) each
+        f_gen = self.features(x_gen)
+        f_ref = [self.features(r) for r in ref_s]
+        g = tuple(f_gen.shape[-2:])
+        const = lambda v: v.view(N, 1, 1, 1).expand(N, 1, *g)  # noqa: E731
+        parts = [resize(z.to(dt), g), conf.expand(N, 1, *g), f_gen, resize(x_gen, g)]
+        for k in range(SLOTS):
+            parts += [f_ref[k], correlation(f_gen, f_ref[k], self.radius).to(dt), resize(ref_s[k], g),
+                      const(tau[:, k]), const(present[:, k])]
+        parts.append(correlation(f_ref[0], f_ref[1], self.radius + 1).to(dt) * const(present[:, 1]))
+        y = self.coarse(torch.cat(parts, 1))
+        flow, logits, hidden = y.split([2 * SLOTS, 3, HIDDEN], 1)
+        residual = y.new_zeros(N, 3, *g)
+        mask = torch.cat([(present - 1) * -NEG, present.new_zeros(N, 1)], 1).view(N, 3, 1, 1)
+
+        levels = [(max(1, S[0] // 2), max(1, S[1] // 2)), S] + level_sizes(H, W, max(S))
+        pyramid: dict[tuple[int, int], torch.Tensor] = {}
+
+        def refs_at(size):  # (N, SLOTS, 3, size) references at a level, finest first
+            if size not in pyramid:
+                pyramid[size] = torch.stack([resize(refs[:, k], size) for k in range(SLOTS)], 1)
+            return pyramid[size]
+
+        out = None
+        for size in levels:
+            flow, logits = resize(flow, size), resize(logits, size)
+            hidden, residual = resize(hidden, size), resize(residual, size)
+            r = refs_at(size)
+            gen = resize(x_gen, size)
+            px = torch.tensor([size[1], size[0]], device=z.device, dtype=dt).repeat(SLOTS).view(1, -1, 1, 1)
+            warped = [backward_warp(r[:, k], flow[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
+            comp = self._compose(warped, gen, logits + mask, residual)
+            inp = torch.cat([r.flatten(1, 2), *warped, comp, gen, flow * px / 8, logits,
+                             present.view(N, SLOTS, 1, 1).expand(N, SLOTS, *size), hidden, residual], 1)
+            d = self.refine(inp)
+            d_flow, d_logits, d_res, d_hidden = d.split([2 * SLOTS, 3, 3, HIDDEN], 1)
+            flow = flow + d_flow / px
+            logits, residual, hidden = logits + d_logits, residual + d_res, hidden + d_hidden
+            warped = [backward_warp(r[:, k], flow[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
+            out = self._compose(warped, gen, logits + mask, residual)
+        return out
+
+    @staticmethod
+    def _compose(warped: list[torch.Tensor], gen: torch.Tensor, logits: torch.Tensor,
+                 residual: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(logits.float(), dim=1).to(gen.dtype)  # (N, 3, h, w)
+        return w[:, 0:1] * warped[0] + w[:, 1:2] * warped[1] + w[:, 2:3] * gen + residual
+
+
+__all__ = ["ReferenceDecoder", "correlation", "SLOTS"]
