@@ -128,8 +128,17 @@ class AutoencoderStage(Stage):
         return [("reconstruction", "image", torch.cat([top, bottom], dim=1))]
 
     def before_export(self, net) -> None:
-        """Set latent_scale = 1 / latent std on up to 256 fixed frames (held-out ones first)."""
+        """Set latent_scale = 1 / latent std on up to 256 fixed frames (held-out ones first).
+        With the encoder frozen (run.trainable) the latents are those of run.init_from, whose
+        scale other models were trained with: keep it."""
         from vidm.models.autoencoder import measure_latent_scale
+
+        if self.cfg.run.init_from and not any(p.requires_grad for p in self.net.encoder.parameters()):
+            from vidm.serialization import read_json
+
+            meta = read_json(f"{self.cfg.run.init_from}/config.json")
+            net.config.latent_scale = float(meta["config"].get("latent_scale", 1.0))
+            return
 
         if getattr(self, "_scale_frames", None) is None:
             sets = [(self.val_set, self.num_val), (self.train_set, self.num_train)]

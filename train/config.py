@@ -47,6 +47,10 @@ class RunConfig:
     # Parameter-name prefixes NOT taken from init_from (they keep their fresh init), e.g.
     # ["body.conv_out"] restarts the zero-initialised output layer when its meaning changes.
     init_skip: tuple[str, ...] = ()
+    # Parameter-name prefixes that train; every other weight stays frozen at its start value
+    # (empty = all train). E.g. ["ref_decoder."] teaches a reference decoder to an autoencoder
+    # from run.init_from whose latents other models already use.
+    trainable: tuple[str, ...] = ()
 
 
 @dataclass

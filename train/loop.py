@@ -212,6 +212,7 @@ def train(stage_cls, args) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, run_dir / "config.yaml")
     global_batch = cfg.data.batch_size * world * cfg.run.grad_accum
+    _freeze(stage.net, cfg.run.trainable, args.config, stage.name if is_main else None)
 
     # ---- model, optimizer, schedule, EMA
     torch.manual_seed(cfg.run.seed)  # stages seed their own init too; this covers the rest
@@ -409,6 +410,23 @@ def _truncate_metrics(path: Path, step: int) -> None:
         except json.JSONDecodeError:
             pass  # a torn last line
     path.write_text("".join(line + "\n" for line in keep))
+
+
+def _freeze(net, trainable: tuple[str, ...], src: str, log_name: str | None) -> None:
+    """Leave only the parameters named by a `trainable` prefix trainable (all when empty)."""
+    if not trainable:
+        return
+    names = [n for n, _ in net.named_parameters()]
+    unused = [p for p in trainable if not any(n.startswith(p) for n in names)]
+    if unused:
+        raise ConfigError(f"{src}: run.trainable: no parameter starts with {unused[0]!r}")
+    n_train = 0
+    for n, p in net.named_parameters():
+        p.requires_grad_(any(n.startswith(t) for t in trainable))
+        n_train += p.numel() if p.requires_grad else 0
+    if log_name:
+        print(f"train.{log_name}: run.trainable: {n_train:,} of {sum(p.numel() for p in net.parameters()):,} "
+              f"parameters train, the rest are frozen", file=sys.stderr)
 
 
 def _init_from(net, path: str, kind: str, model_config: dict, src: str, skip: tuple[str, ...] = ()) -> None:
