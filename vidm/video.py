@@ -10,7 +10,8 @@ A "video" is any of: a container file (mp4/webm/mkv/avi/mov/gif), a folder of nu
 (`frame_0001.png`, `2.jpg`, ... in natural sort order), or a single image (one frame).
 
 Writing is atomic: the output is written under a temporary name in the same folder and moved
-into place with `os.replace`, so an error never leaves a half-written file behind. Writing is
+into place with `os.replace`, so an error never leaves a half-written file behind. A png-frame
+folder replaces only an empty folder or vidm's own earlier output (`vidm.outputs`). Writing is
 reproducible: the same frames give the same bytes in any process (see `write_video`).
 """
 
@@ -479,28 +480,22 @@ def _write_gif(tmp: Path, arr: np.ndarray, fps) -> None:
 def _write_png_folder(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
 
+    from vidm.outputs import replace_folder
+
     if path.exists() and not path.is_dir():
         raise VideoError(f"{path}: exists and is not a folder")
     parent = path.parent
     if not parent.exists():
         raise VideoError(f"{path}: parent folder does not exist")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    old = None
     try:
         digits = max(5, len(str(len(arr) - 1)))
         for i, frame in enumerate(arr):
             Image.fromarray(frame).save(tmp / f"{i:0{digits}d}.png")
-        if path.exists():  # swap: move the old folder aside, move the new one in
-            old = parent / f".{path.name}.{uuid.uuid4().hex[:8]}.old"
-            os.replace(path, old)
-        os.replace(tmp, path)
+        replace_folder(tmp, path)  # never over a folder holding files vidm did not write
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not path.exists():
-            os.replace(old, path)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["VideoInfo", "VIDEO_EXTS", "IMAGE_EXTS", "read_clip", "read_video_info",
