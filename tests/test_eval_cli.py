@@ -58,7 +58,7 @@ def interp_report(model_dir, data_dir, tmp_path_factory):
 
 def test_interpolate_writes_three_files_with_every_number(interp_report):
     out = interp_report
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md", "report.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".vidm-output", "report.json", "report.md", "report.png"]
     r = json.loads((out / "report.json").read_text())
     assert r["kind"] == "vidm-eval-interpolate" and r["gaps"] == list(GAPS) and r["methods"] == list(METHODS)
     assert len(r["clips"]) == 3 and r["settings"]["steps"] == 2
@@ -106,7 +106,7 @@ def test_interpolate_baselines_only_needs_no_model(data_dir, tmp_path):
     rc = _main(["eval", "interpolate", "--model", str(tmp_path / "no-such-model"), "--data", str(data_dir),
                 "--gaps", "2", "--clips", "2", "--methods", "crossfade", "--no-plot", "--out", str(out)])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".vidm-output", "report.json", "report.md"]
     r = json.loads((out / "report.json").read_text())
     assert r["methods"] == ["crossfade"] and r["paired"] == {}
 

@@ -35,3 +35,7 @@ class DependencyError(VidmError):
 
 class TrainingError(VidmError):
     """A training run that cannot go on (a non-finite loss or gradient)."""
+
+
+class OutputError(VidmError):
+    """An output path that exists, is an input, or cannot be written (see `vidm.outputs`)."""

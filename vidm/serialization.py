@@ -22,7 +22,11 @@ def atomic_write_dir(dest: str | os.PathLike, write_fn) -> Path:
     """Call `write_fn(tmp_dir)` to fill a temp folder beside `dest`, then swap it into place.
 
     A crash at any point leaves either the old `dest` or the new one, never a half-written one.
+    An existing `dest` is replaced only when it is vidm's own (see `vidm.outputs.replace_folder`):
+    a folder holding files vidm did not write is an OutputError and stays as it was.
     """
+    from vidm.outputs import replace_folder
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
@@ -32,13 +36,9 @@ def atomic_write_dir(dest: str | os.PathLike, write_fn) -> Path:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        # legacy: a model or run folder written before output markers (e.g. runs/NAME/model of a
+        # run being resumed) is still replaced when it holds nothing but the files written now.
+        replace_folder(tmp, dest, legacy=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -10,7 +10,9 @@ A "video" is any of: a container file (mp4/webm/mkv/avi/mov/gif), a folder of nu
 (`frame_0001.png`, `2.jpg`, ... in natural sort order), or a single image (one frame).
 
 Writing is atomic: the output is written under a temporary name in the same folder and moved
-into place with `os.replace`, so an error never leaves a half-written file behind.
+into place with `os.replace`, so an error never leaves a half-written file behind. A png-frame
+folder replaces only an empty folder or vidm's own earlier output (`vidm.outputs`). Writing is
+reproducible: the same frames give the same bytes in any process (see `write_video`).
 """
 
 from __future__ import annotations
@@ -387,14 +389,16 @@ def _as_frames(frames) -> np.ndarray:
 
 
 def write_video(path: PathLike, frames, fps: float = 8, crf: int = 18, gop: int = 16,
-                threads: int = 0) -> Path:
+                threads: int = 1) -> Path:
     """Write uint8 (T, H, W, 3) frames, atomically. The format follows the path:
     .mp4/.mov/.mkv/.m4v (H.264, yuv420p), .webm (VP9), .gif, or a path without a suffix
     (a folder of numbered png files, `00000.png`, ...).
 
     H.264 yuv420p needs even sizes: odd heights/widths are padded by one edge-replicated
     row/column (with a warning). `gop`: keyframe interval (short GOPs keep seeking cheap).
-    `threads=0` lets the encoder choose; 1 gives byte-identical files on any machine.
+    The same frames and settings give byte-identical files in every process (one encoder
+    thread, bit-exact muxing); `threads=0` lets the encoder choose, faster on big frames but
+    not guaranteed reproducible.
     """
     path = Path(path)
     arr = _as_frames(frames)
@@ -438,14 +442,21 @@ def _write_container(tmp: Path, arr: np.ndarray, fps, codec, crf, gop, threads,
                       f"(yuv420p needs even sizes)", stacklevel=4)
         arr = np.pad(arr, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
         H, W = arr.shape[1:3]
-    options = {"movflags": "+faststart"} if tmp.suffix.lower() in (".mp4", ".m4v", ".mov") else {}
+    # bitexact: no random or version-dependent header fields (Matroska/WebM write random
+    # segment and track UIDs without it), so the same frames give the same bytes.
+    options = {"fflags": "+bitexact"}
+    if tmp.suffix.lower() in (".mp4", ".m4v", ".mov"):
+        options["movflags"] = "+faststart"
     try:
         with av.open(str(tmp), "w", options=options) as container:
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
             stream.codec_context.gop_size = gop
             stream.codec_context.thread_count = threads
-            stream.options = {"crf": str(crf)} if codec == "libx264" else {
+            # mbtree=0: with x264's macroblock-tree rate control, small frames (measured: 20x28 to
+            # 64x64) encoded differently from one call to the next in one process, even on one
+            # thread, as if it read leftover memory; without it every call gives the same bytes.
+            stream.options = {"crf": str(crf), "x264-params": "mbtree=0"} if codec == "libx264" else {
                 "crf": str(crf + 12), "b": "0", "deadline": "good", "cpu-used": "4"}
             for frame in arr:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
@@ -469,28 +480,22 @@ def _write_gif(tmp: Path, arr: np.ndarray, fps) -> None:
 def _write_png_folder(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
 
+    from vidm.outputs import replace_folder
+
     if path.exists() and not path.is_dir():
         raise VideoError(f"{path}: exists and is not a folder")
     parent = path.parent
     if not parent.exists():
         raise VideoError(f"{path}: parent folder does not exist")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
-    old = None
     try:
         digits = max(5, len(str(len(arr) - 1)))
         for i, frame in enumerate(arr):
             Image.fromarray(frame).save(tmp / f"{i:0{digits}d}.png")
-        if path.exists():  # swap: move the old folder aside, move the new one in
-            old = parent / f".{path.name}.{uuid.uuid4().hex[:8]}.old"
-            os.replace(path, old)
-        os.replace(tmp, path)
+        replace_folder(tmp, path)  # never over a folder holding files vidm did not write
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not path.exists():
-            os.replace(old, path)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 __all__ = ["VideoInfo", "VIDEO_EXTS", "IMAGE_EXTS", "read_clip", "read_video_info",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from vidm.outputs import OutputPlan, add_overwrite_arg
+
 
 def add_cache_latents(data_sub: argparse._SubParsersAction) -> None:
     p = data_sub.add_parser(
@@ -18,13 +20,14 @@ def add_cache_latents(data_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--autoencoder", required=True, metavar="DIR", help="autoencoder model folder")
     p.add_argument("--data", required=True, metavar="DIR", help="folder of videos (searched recursively)")
-    p.add_argument("--out", required=True, metavar="DIR", help="cache folder to write (replaced atomically)")
+    p.add_argument("--out", required=True, metavar="DIR", help="cache folder to write (written whole, at the end)")
     p.add_argument("--size", type=int, default=64, help="frame size: short side resized, centre crop (default 64)")
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="encode at most the first N frames of each video")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="stored dtype")
     p.add_argument("--chunk-size", type=int, default=32, metavar="N", help="frames per encoder call")
     p.add_argument("--shard-mb", type=int, default=256, metavar="MB", help="target shard size")
     p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    add_overwrite_arg(p)
     p.set_defaults(func=run)
 
 
@@ -36,9 +39,13 @@ def run(args) -> int:
 
     if args.size < 1 or args.chunk_size < 1 or args.shard_mb < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise ConfigError("--size, --chunk-size, --shard-mb and --max-frames must be >= 1")
-    index = cache_latents(args.autoencoder, args.data, args.out, size=args.size, max_frames=args.max_frames,
-                          chunk_size=args.chunk_size, dtype=args.dtype, device=args.device,
-                          shard_mb=args.shard_mb, progress=sys.stderr.isatty())
+    plan = OutputPlan([args.autoencoder, args.data], overwrite=args.overwrite)
+    out = plan.folder(args.out, make_parents=True)
+    plan.check()
+    with plan.write() as temp:
+        index = cache_latents(args.autoencoder, args.data, temp[out], size=args.size, max_frames=args.max_frames,
+                              chunk_size=args.chunk_size, dtype=args.dtype, device=args.device,
+                              shard_mb=args.shard_mb, progress=sys.stderr.isatty())
     print(f"{args.out}: {len(index['videos'])} videos, {index['num_frames']} frames, latents "
           f"{tuple(index['latent_shape'])}, {len(index['shards'])} shard(s), {len(index['skipped'])} skipped")
     return 0

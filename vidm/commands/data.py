@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from vidm.outputs import OutputPlan, add_overwrite_arg
+
 
 def _add_synth(dsub) -> None:
     p = dsub.add_parser(
@@ -18,7 +20,7 @@ def _add_synth(dsub) -> None:
                     "NNNNN.mp4 goes NNNNN.json with every object's per-frame position, colour, "
                     "shape, size, depth and visibility. Same seed -> same videos, whatever "
                     "the worker count.")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--out", required=True, help="output folder (created; written whole, at the end)")
     p.add_argument("--videos", type=int, default=8, help="number of videos (default 8)")
     p.add_argument("--frames", type=int, default=24, help="frames per video (default 24)")
     p.add_argument("--size", type=int, default=64, help="frame height = width, even (default 64)")
@@ -27,6 +29,7 @@ def _add_synth(dsub) -> None:
                    help="render in this many processes (default 0: in this process)")
     p.add_argument("--fps", type=float, default=8, help="frame rate of the mp4 files (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite_arg(p)
     p.set_defaults(func=run_synth)
 
 
@@ -75,10 +78,14 @@ def run_synth(args: argparse.Namespace) -> int:
 
     from vidm.data.synth import generate_dataset
 
+    plan = OutputPlan(overwrite=args.overwrite)
+    out = plan.folder(args.out, make_parents=True)
+    plan.check()
     t0 = time.perf_counter()
-    paths = generate_dataset(args.out, args.videos, frames=args.frames, size=args.size,
-                             seed=args.seed, workers=args.workers, fps=args.fps,
-                             progress=not args.quiet)
+    with plan.write() as temp:
+        paths = generate_dataset(temp[out], args.videos, frames=args.frames, size=args.size,
+                                 seed=args.seed, workers=args.workers, fps=args.fps,
+                                 progress=not args.quiet)
     print(f"wrote {len(paths)} videos ({args.frames} frames, {args.size}x{args.size}) + JSON "
           f"to {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from vidm.commands.sample import add_infill_args, load_pipeline
 from vidm.errors import ConfigError
+from vidm.outputs import OutputPlan, add_overwrite_arg
 
 DEFAULT_METHODS = "model,crossfade,flow"
 
@@ -31,7 +33,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="network precision (default auto)")
     g.add_argument("--batch", type=int, default=8, help="clips per model call (default 8)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", required=True, help="output folder for report.json, report.md, report.png")
+    o.add_argument("--out", required=True, help="output folder for report.json, report.md, report.png "
+                                                "(written whole, at the end)")
+    add_overwrite_arg(o)
     o.add_argument("--no-plot", action="store_true", help="skip report.png (no matplotlib needed)")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -130,12 +134,22 @@ def _dtype_name(pipe, args) -> str:
     return "fp32" if dt is None else str(dt).removeprefix("torch.")
 
 
-def _finish(out, files: dict, md: str) -> None:
-    """Write every file (only now), then echo the markdown tables to the terminal."""
+def _plan_out(args) -> tuple[OutputPlan, Path]:
+    """--out, checked before any work (policy: vidm.outputs): (plan, out folder)."""
+    plan = OutputPlan([args.data, args.model, getattr(args, "i3d", None)], overwrite=args.overwrite)
+    out = plan.folder(args.out, make_parents=True)
+    plan.check()
+    return plan, out
+
+
+def _finish(plan: OutputPlan, out: Path, files: dict, md: str) -> None:
+    """Write every file (only now, all or none), then echo the markdown tables to the terminal."""
     from vidm.eval.report import write_files
 
-    for path in write_files(out, files):
-        print(f"wrote {path}")
+    with plan.write() as temp:
+        write_files(temp[out], files)
+    for name in files:
+        print(f"wrote {out / name}")
     blocks, cur = [], []
     for line in md.splitlines() + [""]:
         if line.startswith("|"):
@@ -151,8 +165,7 @@ def _finish(out, files: dict, md: str) -> None:
 
 def run_interpolate(args) -> int:
     from vidm.eval.interpolate_eval import cut_clips, effective_settings, evaluate_interpolation, parse_gaps
-    from vidm.eval.report import dumps, interpolation_figure, interpolation_markdown, prepare_out_dir, \
-        require_matplotlib
+    from vidm.eval.report import dumps, interpolation_figure, interpolation_markdown, require_matplotlib
 
     t_start = time.perf_counter()
     gaps = parse_gaps(args.gaps)
@@ -162,7 +175,7 @@ def run_interpolate(args) -> int:
     _positive("examples", args.examples, 0)
     _positive("size", args.size, 11)
     _check_common(args)
-    out = prepare_out_dir(args.out)
+    plan, out = _plan_out(args)
     if not args.no_plot:
         require_matplotlib()  # fail now, not after the whole run
     from vidm.eval.interpolate_eval import PIPELINE_METHODS
@@ -195,15 +208,15 @@ def run_interpolate(args) -> int:
     files = {"report.json": dumps(report), "report.md": md}
     if not args.no_plot:
         files["report.png"] = interpolation_figure(report, result.examples)
-    _finish(out, files, md)
+    _finish(plan, out, files, md)
     return 0
 
 
 def run_generate(args) -> int:
     from vidm.eval.generate_eval import evaluate_generation
     from vidm.eval.interpolate_eval import cut_clips, effective_settings
-    from vidm.eval.report import dumps, generation_figure, generation_markdown, png_bytes, prepare_out_dir, \
-        require_matplotlib, sample_grid
+    from vidm.eval.report import dumps, generation_figure, generation_markdown, png_bytes, require_matplotlib, \
+        sample_grid
 
     t_start = time.perf_counter()
     _positive("num", args.num, 2)
@@ -212,7 +225,7 @@ def run_generate(args) -> int:
     if args.context >= args.frames:
         raise ConfigError(f"--context {args.context} must be smaller than --frames {args.frames}")
     _check_common(args)
-    out = prepare_out_dir(args.out)
+    plan, out = _plan_out(args)
     if not args.no_plot:
         require_matplotlib()
     i3d = None
@@ -246,5 +259,5 @@ def run_generate(args) -> int:
         files[f"samples_{name}.png"] = png_bytes(sample_grid(result.videos[name], name, rows=8))
     if not args.no_plot:
         files["report.png"] = generation_figure(report, result.videos)
-    _finish(out, files, md)
+    _finish(plan, out, files, md)
     return 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from vidm.errors import CheckpointError
+from vidm.outputs import OutputPlan, add_overwrite_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--autoencoder", required=True, help="autoencoder model folder (or its run folder)")
     p.add_argument("--content", required=True, help="content model folder (or its run folder)")
     p.add_argument("--motion", required=True, help="motion model folder (or its run folder)")
-    p.add_argument("-o", "--output", required=True, help="pipeline folder to write (replaced atomically)")
+    p.add_argument("-o", "--output", required=True, help="pipeline folder to write (written whole, at the end)")
     p.add_argument("--size", type=int, default=None, help="frame size the models were trained at")
     p.add_argument("--window", type=int, default=None, help="frames per motion window")
     p.add_argument("--context", type=int, default=None, help="frames carried into each new window (default window/2)")
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=None, help="default sampler (default dpmpp_2m)")
     p.add_argument("--guidance", type=float, default=None, help="default guidance on input frames (default 1.5)")
     p.add_argument("--fp32", action="store_true", help="store float32 weights (default float16: half the size)")
+    add_overwrite_arg(p)
     p.set_defaults(func=run_pack)
 
 
@@ -83,13 +85,17 @@ def run_pack(args) -> int:
     from vidm.pipeline import VideoPipeline
 
     dirs = {s: _model_dir(getattr(args, s), s) for s in ("autoencoder", "content", "motion")}
+    plan = OutputPlan([getattr(args, s) for s in dirs] + list(dirs.values()), overwrite=args.overwrite)
+    out = plan.folder(args.output, make_parents=True)
+    plan.check()
     cfg = pipeline_config_from_runs(dirs["motion"], size=args.size, window=args.window, context=args.context,
                                     max_span=args.max_span, fps=args.fps, steps=args.steps, sampler=args.sampler,
                                     guidance=args.guidance)
     pipe = VideoPipeline(AutoencoderKL.from_pretrained(dirs["autoencoder"]), ContentUNet.from_pretrained(dirs["content"]),
                          MotionUNet.from_pretrained(dirs["motion"]), cfg, device="cpu", dtype="fp32")
     pipe._settings(None, None, None)  # validates the sampler name and steps
-    out = pipe.save_pretrained(args.output, weights_dtype=None if args.fp32 else torch.float16)
+    with plan.write() as temp:
+        pipe.save_pretrained(temp[out], weights_dtype=None if args.fp32 else torch.float16)
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     print(f"wrote {out} ({size / 1e6:.1f} MB; size {cfg.size}, window {cfg.window}, context {cfg.context}, "
           f"max span {cfg.max_span:g})")

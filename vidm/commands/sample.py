@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from vidm.errors import ConfigError, VideoError
+from vidm.outputs import OutputPlan, add_overwrite_arg
 
 OUTPUT_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".gif", "")
 
@@ -19,7 +20,8 @@ def _add_common(p: argparse.ArgumentParser, samples: bool = True) -> None:
                    help="euler, heun, dpmpp_2m or euler_ancestral (default: the model's, dpmpp_2m)")
     g.add_argument("--guidance", type=float, default=None,
                    help="guidance scale on the input frames, 1 = off (default: the model's)")
-    g.add_argument("--seed", type=int, default=0, help="random seed; same seed + device = same frames (default 0)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="random seed; same seed + device + settings = same frames and same file bytes (default 0)")
     if samples:
         g.add_argument("--samples", type=int, default=1,
                        help="different answers for the same inputs, written as OUT_s0, OUT_s1, ... (default 1)")
@@ -31,6 +33,7 @@ def _add_common(p: argparse.ArgumentParser, samples: bool = True) -> None:
                    help="output video: .mp4, .webm, .mkv, .mov, .gif, or a folder path (png frames)")
     o.add_argument("--fps", type=float, default=None, help="output frame rate (default: the model's or the input's)")
     o.add_argument("--strip", default=None, metavar="PNG", help="also write a side-by-side strip of inputs and results")
+    add_overwrite_arg(o)
     o.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -79,25 +82,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------- helpers
 
 
-def _check_output(path: str) -> Path:
-    out = Path(path)
+def _plan(args, count: int, tag: str, inputs: list):
+    """Every output of the command (-o, numbered when there are several, and --strip), checked
+    now, before any model loads: (plan, video paths, strip path or None)."""
+    out = Path(args.output)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise VideoError(f"{out}: cannot write '{out.suffix}' (use .mp4, .webm, .mkv, .mov, .gif or a folder path)")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise VideoError(f"{out}: output folder {parent} does not exist")
-    return out
-
-
-def _check_strip(path: str | None) -> Path | None:
-    if path is None:
-        return None
-    p = Path(path)
-    if p.suffix.lower() != ".png":
-        raise VideoError(f"{p}: --strip must be a .png path")
-    if not (p.parent if str(p.parent) else Path(".")).is_dir():
-        raise VideoError(f"{p}: output folder {p.parent} does not exist")
-    return p
+    if args.strip is not None and Path(args.strip).suffix.lower() != ".png":
+        raise VideoError(f"{args.strip}: --strip must be a .png path")
+    plan = OutputPlan([*inputs, args.model], overwrite=args.overwrite)
+    add = plan.folder if out.suffix == "" else plan.file  # no suffix: a folder of png frames
+    paths = [add(p) for p in _numbered(out, tag, count)]
+    strip = None if args.strip is None else plan.file(args.strip)
+    plan.check()
+    return plan, paths, strip
 
 
 def _numbered(out: Path, tag: str, n: int) -> list[Path]:
@@ -132,22 +130,22 @@ def _say_resize(pipe, h: int, w: int) -> None:
               file=sys.stderr)
 
 
-def _write(paths: list[Path], videos, fps: float) -> None:
+def _write(plan: OutputPlan, paths: list[Path], videos, fps: float, strip: Path | None, rows, labels) -> None:
+    """Write every video and the strip, all or none (vidm.outputs), then say what was written."""
     from vidm.video import write_video
 
-    for path, video in zip(paths, videos):
-        write_video(path, video, fps=fps)
-        print(f"wrote {path} ({len(video)} frames, {video.shape[2]}x{video.shape[1]}, {fps:g} fps)")
+    done = []
+    with plan.write() as temp:
+        for path, video in zip(paths, videos):
+            write_video(temp[path], video, fps=fps)
+            done.append(f"wrote {path} ({len(video)} frames, {video.shape[2]}x{video.shape[1]}, {fps:g} fps)")
+        if strip is not None:
+            from vidm.strip import save_strip
 
-
-def _strip(path: Path | None, rows, labels) -> None:
-    if path is None:
-        return
-    from vidm.strip import save_strip
-
-    h = rows[0].shape[1]
-    save_strip(path, rows, labels, scale=max(1, min(4, 128 // max(h, 1))), max_frames=12)
-    print(f"wrote {path}")
+            h = rows[0].shape[1]
+            save_strip(temp[strip], rows, labels, scale=max(1, min(4, 128 // max(h, 1))), max_frames=12)
+            done.append(f"wrote {strip}")
+    print("\n".join(done))
 
 
 # ---------------------------------------------------------------------- commands
@@ -157,13 +155,12 @@ def run_generate(args) -> int:
     _positive("frames", args.frames)
     _positive("num", args.num)
     _positive("steps", args.steps)
-    out = _check_output(args.output)
-    strip = _check_strip(args.strip)
+    plan, paths, strip = _plan(args, args.num, "", [])
     pipe = load_pipeline(args)
     videos = pipe.generate(num_frames=args.frames, num_videos=args.num, seed=args.seed, steps=args.steps,
                            sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
-    _write(_numbered(out, "", args.num), videos, args.fps or pipe.config.fps)
-    _strip(strip, list(videos), [f"video {i}" for i in range(args.num)])
+    _write(plan, paths, videos, args.fps or pipe.config.fps, strip, list(videos),
+           [f"video {i}" for i in range(args.num)])
     return 0
 
 
@@ -175,8 +172,6 @@ def run_interpolate(args) -> int:
     _positive("frames", args.frames)
     _positive("samples", args.samples)
     _positive("steps", args.steps)
-    out = _check_output(args.output)
-    strip = _check_strip(args.strip)
     if args.video is not None:
         if args.images:
             raise ConfigError("give either two images or --video, not both")
@@ -184,6 +179,7 @@ def run_interpolate(args) -> int:
             raise ConfigError("--video needs --factor K (the frame-rate factor)")
         _positive("factor", args.factor, 2)
         _positive("max-frames", args.max_frames, 2)
+        plan, paths, strip = _plan(args, args.samples, "s", [args.video])
         frames = read_clip(args.video, num_frames=args.max_frames)
         info = read_video_info(args.video)
         pipe = load_pipeline(args)
@@ -191,13 +187,14 @@ def run_interpolate(args) -> int:
         videos = pipe.interpolate_video(frames, args.factor, samples=args.samples, seed=args.seed, steps=args.steps,
                                         sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
         fps = args.fps or (info.fps or pipe.config.fps) * args.factor
-        _write(_numbered(out, "s", args.samples), videos, fps)
-        _strip(strip, [frames] + list(videos), ["input"] + [f"x{args.factor} s{i}" for i in range(args.samples)])
+        _write(plan, paths, videos, fps, strip, [frames] + list(videos),
+               ["input"] + [f"x{args.factor} s{i}" for i in range(args.samples)])
         return 0
     if args.factor is not None:
         raise ConfigError("--factor goes with --video; for two images use --frames")
     if len(args.images) != 2:
         raise ConfigError(f"interpolate needs two images (or --video IN --factor K), got {len(args.images)}")
+    plan, paths, strip = _plan(args, args.samples, "s", args.images)
     a, b = (read_image(p) for p in args.images)
     if a.shape != b.shape:
         raise VideoError(f"{args.images[1]}: size {b.shape[1]}x{b.shape[0]} differs from {args.images[0]}'s "
@@ -207,8 +204,8 @@ def run_interpolate(args) -> int:
     mids = pipe.interpolate(a, b, num_frames=args.frames, samples=args.samples, seed=args.seed, steps=args.steps,
                             sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
     videos = [np.concatenate([a[None], m, b[None]]) for m in mids]
-    _write(_numbered(out, "s", args.samples), videos, args.fps or pipe.config.fps)
-    _strip(strip, videos, [f"sample {i}" for i in range(args.samples)])
+    _write(plan, paths, videos, args.fps or pipe.config.fps, strip, videos,
+           [f"sample {i}" for i in range(args.samples)])
     return 0
 
 
@@ -221,8 +218,7 @@ def run_predict(args) -> int:
     _positive("samples", args.samples)
     _positive("context", args.context)
     _positive("steps", args.steps)
-    out = _check_output(args.output)
-    strip = _check_strip(args.strip)
+    plan, paths, strip = _plan(args, args.samples, "s", [args.video])
     frames = read_clip(args.video)
     if args.context is not None:
         frames = frames[-args.context:]
@@ -232,6 +228,6 @@ def run_predict(args) -> int:
     future = pipe.predict(frames, args.frames, samples=args.samples, seed=args.seed, steps=args.steps,
                           sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
     videos = [np.concatenate([frames, f]) for f in future]
-    _write(_numbered(out, "s", args.samples), videos, args.fps or info.fps or pipe.config.fps)
-    _strip(strip, [frames] + list(future), ["given"] + [f"future s{i}" for i in range(args.samples)])
+    _write(plan, paths, videos, args.fps or info.fps or pipe.config.fps, strip, [frames] + list(future),
+           ["given"] + [f"future s{i}" for i in range(args.samples)])
     return 0

@@ -1,7 +1,8 @@
 """Latent cache: a video folder encoded once by the frame autoencoder, so diffusion training
 never decodes video or runs the encoder.
 
-Layout of a cache folder (written atomically: a temp folder renamed into place):
+Layout of a cache folder (written atomically: a temp folder renamed into place; an existing
+folder is replaced only when it is vidm's own, see vidm.outputs):
 
     index.json               {"format": "vidm-latent-cache", "version": 1,
                               "autoencoder": <model folder>, "autoencoder_config": {...},
@@ -147,7 +148,9 @@ def cache_latents(autoencoder: str | os.PathLike, data: str | os.PathLike, out: 
     write_cache(out, entries(), meta, shard_bytes=shard_mb << 20, dtype=dtypes[dtype])
     cache = LatentCache(out)
     if skipped:
-        warnings.warn(f"{data}: skipped {len(skipped)} file(s) (listed in {Path(out) / INDEX_NAME})", stacklevel=2)
+        # Named by the cache's index, not its path: `vidm data cache-latents` writes to a temp name.
+        warnings.warn(f"{data}: skipped {len(skipped)} file(s) (listed under \"skipped\" in the cache's "
+                      f"{INDEX_NAME})", stacklevel=2)
     return cache.index
 
 

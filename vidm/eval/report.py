@@ -203,25 +203,10 @@ def errorbar_panel(ax, xs, series: dict[str, list[dict]], name: str, colours: di
 # ---------------------------------------------------------------------------------- writing
 
 
-def prepare_out_dir(path: str | os.PathLike) -> Path:
-    """Check --out before any work: a folder (existing or creatable), never a file."""
-    from vidm.errors import ConfigError
-
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a folder")
-    parent = out.parent if str(out.parent) else Path(".")
-    probe = parent
-    while not probe.exists():  # the nearest existing ancestor must be a writable folder
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise ConfigError(f"--out {out}: cannot create it ({probe} is not a writable folder)")
-    return out
-
-
 def write_files(out: str | os.PathLike, files: dict[str, bytes | str]) -> list[Path]:
-    """Write all report files at the end, each atomically (temp file + rename), so an
-    interrupted or failed run never leaves a half-written report."""
+    """Write all report files into `out`, each atomically (temp file + rename), so an
+    interrupted or failed run never leaves a half-written report (`vidm eval` writes them into
+    a staged folder; see vidm.outputs)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
