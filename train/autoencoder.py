@@ -211,14 +211,16 @@ class ReferenceStep(torch.nn.Module):
         for m in sorted(set(int(v) for v in scales[has_ref].tolist())):
             sel = has_ref & (scales == m)
             P = S * m
-            out = self.net.reference_forward(z_ref[sel], frames[sel, 1:, :, :P, :P], batch["offsets"][sel],
-                                             batch["present"][sel], sig[sel])
+            out, logits = self.net.reference_forward(z_ref[sel], frames[sel, 1:, :, :P, :P],
+                                                     batch["offsets"][sel], batch["present"][sel], sig[sel])
             tgt = frames[sel, 0, :, :P, :P]
             lap = laplacian_l1(out, tgt)
             l1 = (out.float() - tgt.float()).abs().mean()
-            part = lc.laplacian * lap + lc.l1 * l1
+            # keeps blend logits near the range where the softmax still learns (|l| ~ 10 costs 0.01)
+            part = lc.laplacian * lap + lc.l1 * l1 + lc.logit_l2 * logits.square().mean()
             ref_loss = ref_loss + part * (int(sel.sum()) / B)
             logs[f"l1_ref_x{m}"] = float(l1.detach())
+            logs["logit_rms"] = float(logits.detach().square().mean().sqrt())
         total = total + ref_loss
         if n_ref:
             logs["ref_frac"] = n_ref / B

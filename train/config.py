@@ -124,6 +124,7 @@ class AutoencoderLossConfig:
     p_latent_clean: float = 0.4
     p_latent_drop: float = 0.2
     latent_sigma_max: float = 1.5
+    logit_l2: float = 1.0e-4  # penalty on the reference decoder's squared blend logits
 
 
 # ----------------------------------------------------------------------------- per stage

@@ -200,10 +200,11 @@ class AutoencoderKL(PretrainedMixin, nn.Module):
         return self.decode(z.to(frames.dtype)), posterior
 
     def reference_forward(self, z: torch.Tensor, refs: torch.Tensor, offsets: torch.Tensor,
-                          present: torch.Tensor, latent_sigma: torch.Tensor) -> torch.Tensor:
+                          present: torch.Tensor, latent_sigma: torch.Tensor):
         """Training entry of the reference path with per-example slots: z (N, C, h, w),
-        refs (N, 2, 3, H, W), offsets / present (N, 2), latent_sigma (N,) -> (N, 3, H, W)."""
-        return self.ref_decoder(z, self.decoder(z), refs, offsets, present, latent_sigma)
+        refs (N, 2, 3, H, W), offsets / present (N, 2), latent_sigma (N,) -> (frames (N, 3, H, W),
+        blend logits (N, 3, H, W))."""
+        return self.ref_decoder(z, self.decoder(z), refs, offsets, present, latent_sigma, return_logits=True)
 
 
 def pad_references(refs: torch.Tensor, offsets: torch.Tensor):

@@ -37,6 +37,14 @@ from vidm.models.warp import backward_warp, level_sizes, resize
 SLOTS = 2  # reference slots; a missing reference gets zero weight
 HIDDEN = 16  # channels of the context carried from level to level
 NEG = -1.0e4  # blend logit of a missing reference (finite: bf16-safe)
+# Blend logits are soft-bounded to +-LOGIT_BOUND: an unbounded logit can run away and saturate the
+# softmax, after which no gradient reaches it (a training run collapsed that way). 60 still lets a
+# weight reach exactly 1.0 in float32 (e^-120 underflows).
+LOGIT_BOUND = 60.0
+
+
+def bound_logits(logits: torch.Tensor) -> torch.Tensor:
+    return LOGIT_BOUND * torch.tanh(logits / LOGIT_BOUND)
 
 
 def correlation(a: torch.Tensor, b: torch.Tensor, radius: int) -> torch.Tensor:
@@ -121,9 +129,13 @@ class ReferenceDecoder(nn.Module):
         self.refine = RefineBlock(width)
 
     def forward(self, z: torch.Tensor, x_gen: torch.Tensor, refs: torch.Tensor, offsets: torch.Tensor,
-                present: torch.Tensor, latent_sigma: torch.Tensor) -> torch.Tensor:
+                present: torch.Tensor, latent_sigma: torch.Tensor, return_logits: bool = False):
         """refs (N, SLOTS, 3, H, W), offsets / present (N, SLOTS) (present 1 or 0; an absent
-        slot's pixels are ignored), latent_sigma (N,) -> (N, 3, H, W)."""
+        slot's pixels are ignored), latent_sigma (N,) -> (N, 3, H, W) (and the final blend
+        logits (N, 3, H, W) with return_logits, for a training penalty).
+
+        The state carried across levels (flows, logits, residual, context) and the warps stay in
+        float32 under autocast: bf16 coordinates would be off by a pixel or two at 256 px."""
         N, _, _, H, W = refs.shape
         S = tuple(x_gen.shape[-2:])
         dt = x_gen.dtype
@@ -143,15 +155,18 @@ class ReferenceDecoder(nn.Module):
             parts += [f_ref[k], correlation(f_gen, f_ref[k], self.radius).to(dt), resize(ref_s[k], g),
                       const(tau[:, k]), const(present[:, k])]
         parts.append(correlation(f_ref[0], f_ref[1], self.radius + 1).to(dt) * const(present[:, 1]))
-        y = self.coarse(torch.cat(parts, 1))
+        y = self.coarse(torch.cat(parts, 1)).float()
         flow, logits, hidden = y.split([2 * SLOTS, 3, HIDDEN], 1)
         residual = y.new_zeros(N, 3, *g)
-        mask = torch.cat([(present - 1) * -NEG, present.new_zeros(N, 1)], 1).view(N, 3, 1, 1)
+        pres = present.float()
+        mask = torch.cat([(pres - 1) * -NEG, pres.new_zeros(N, 1)], 1).view(N, 3, 1, 1)
+        refs = refs.float()
+        x_gen = x_gen.float()
 
         levels = [(max(1, S[0] // 2), max(1, S[1] // 2)), S] + level_sizes(H, W, max(S))
         pyramid: dict[tuple[int, int], torch.Tensor] = {}
 
-        def refs_at(size):  # (N, SLOTS, 3, size) references at a level, finest first
+        def refs_at(size):  # (N, SLOTS, 3, size) references at a level
             if size not in pyramid:
                 pyramid[size] = torch.stack([resize(refs[:, k], size) for k in range(SLOTS)], 1)
             return pyramid[size]
@@ -162,23 +177,23 @@ class ReferenceDecoder(nn.Module):
             hidden, residual = resize(hidden, size), resize(residual, size)
             r = refs_at(size)
             gen = resize(x_gen, size)
-            px = torch.tensor([size[1], size[0]], device=z.device, dtype=dt).repeat(SLOTS).view(1, -1, 1, 1)
+            px = torch.tensor([size[1], size[0]], device=z.device, dtype=torch.float32).repeat(SLOTS).view(1, -1, 1, 1)
             warped = [backward_warp(r[:, k], flow[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
-            comp = self._compose(warped, gen, logits + mask, residual)
-            inp = torch.cat([r.flatten(1, 2), *warped, comp, gen, flow * px / 8, logits,
-                             present.view(N, SLOTS, 1, 1).expand(N, SLOTS, *size), hidden, residual], 1)
-            d = self.refine(inp)
+            comp = self._compose(warped, gen, bound_logits(logits) + mask, residual)
+            inp = torch.cat([r.flatten(1, 2), *warped, comp, gen, flow * px / 8, bound_logits(logits) / 8,
+                             pres.view(N, SLOTS, 1, 1).expand(N, SLOTS, *size), hidden, residual], 1)
+            d = self.refine(inp).float()
             d_flow, d_logits, d_res, d_hidden = d.split([2 * SLOTS, 3, 3, HIDDEN], 1)
             flow = flow + d_flow / px
             logits, residual, hidden = logits + d_logits, residual + d_res, hidden + d_hidden
             warped = [backward_warp(r[:, k], flow[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
-            out = self._compose(warped, gen, logits + mask, residual)
-        return out
+            out = self._compose(warped, gen, bound_logits(logits) + mask, residual)
+        return (out, bound_logits(logits)) if return_logits else out
 
     @staticmethod
     def _compose(warped: list[torch.Tensor], gen: torch.Tensor, logits: torch.Tensor,
                  residual: torch.Tensor) -> torch.Tensor:
-        w = torch.softmax(logits.float(), dim=1).to(gen.dtype)  # (N, 3, h, w)
+        w = torch.softmax(logits.float(), dim=1)  # (N, 3, h, w)
         return w[:, 0:1] * warped[0] + w[:, 1:2] * warped[1] + w[:, 2:3] * gen + residual
 
 
