@@ -1,11 +1,13 @@
 """Sampling speed of a pipeline: interpolation and generation, fp32 vs bf16 autocast.
 
-    python scripts/bench_pipeline.py [--model DIR] [--repeats 5] [--dtypes fp32 bf16] [--threads N]
+    python scripts/bench_pipeline.py [--model DIR] [--repeats 5] [--dtypes fp32 bf16] [--sizes 64 256]
 
-Two jobs, each timed `--repeats` times per dtype, the dtypes interleaved round by round so
+Jobs, each timed `--repeats` times per dtype, the dtypes interleaved round by round so
 both see the same machine load (this CPU is shared and noisy):
-- interpolate: 7 in-between frames between two 64x64 frames, `--steps` solver steps (default
-  20) with guidance on the input frames (the model's default weight), seconds per video;
+- interpolate: 7 in-between frames between two frames of each `--sizes` side (default 64 and
+  256; the diffusion runs at the model's size, a reference decoder builds the output at the
+  input's), `--steps` solver steps (default 20) with guidance on the input frames, s/video;
+- flow: the OpenCV DIS optical-flow baseline on the same frames (no dtype), s/video;
 - generate: a `--frames`-frame video (default 32) from nothing, seconds per video.
 Prints the median and min per job and dtype and the median ratio bf16 / fp32. A 2-step call
 per job and dtype warms up first and is not counted. On CPUs without bf16 hardware (AVX2 only)
@@ -41,7 +43,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20, help="solver steps per window")
     p.add_argument("--frames", type=int, default=32, help="frames per generated video")
     p.add_argument("--inbetweens", type=int, default=7, help="in-between frames per interpolated video")
-    p.add_argument("--jobs", nargs="+", default=["interpolate", "generate"], choices=["interpolate", "generate"])
+    p.add_argument("--jobs", nargs="+", default=["interpolate", "flow", "generate"],
+                   choices=["interpolate", "flow", "generate"])
+    p.add_argument("--sizes", nargs="+", type=int, default=[64, 256], help="input frame sides for interpolate/flow")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args()
     if args.threads:
@@ -52,34 +56,48 @@ def main() -> int:
 
     pipes = {d: VideoPipeline.from_pretrained(args.model, device="cpu", dtype=d) for d in args.dtypes}
     cfg = next(iter(pipes.values())).config
-    a, b = _frames(cfg.size)
-    jobs = {
-        "interpolate": lambda pipe, steps: pipe.interpolate(a, b, num_frames=args.inbetweens, steps=steps, seed=0),
-        "generate": lambda pipe, steps: pipe.generate(num_frames=args.frames, steps=steps, seed=0),
-    }
+    frames = {s: _frames(s) for s in args.sizes}
+    jobs, what = {}, {}
+    for s in args.sizes:
+        a, b = frames[s]
+        if "interpolate" in args.jobs:
+            jobs[f"interpolate {s}x{s}"] = (lambda a, b: lambda pipe, steps: pipe.interpolate(
+                a, b, num_frames=args.inbetweens, steps=steps, seed=0))(a, b)
+            what[f"interpolate {s}x{s}"] = f"{args.inbetweens} in-betweens"
+        if "flow" in args.jobs:
+            from vidm.eval.baselines import get_baseline
+
+            flow = get_baseline("flow")
+            jobs[f"flow {s}x{s}"] = (lambda a, b: lambda pipe, steps: flow(a, b, args.inbetweens))(a, b)
+            what[f"flow {s}x{s}"] = f"{args.inbetweens} in-betweens, DIS baseline"
+    if "generate" in args.jobs:
+        jobs["generate"] = lambda pipe, steps: pipe.generate(num_frames=args.frames, steps=steps, seed=0)
+        what["generate"] = f"{args.frames} frames"
+    pipe0 = next(iter(pipes.values()))
     print(f"CPU threads {torch.get_num_threads()}; bf16 hardware (oneDNN): {cpu_has_fast_bf16()}; "
           f"model size {cfg.size}, window {cfg.window}, guidance {cfg.guidance}, sampler {cfg.sampler}, "
-          f"{args.steps} steps", flush=True)
+          f"{args.steps} steps; reference decoder: {pipe0.uses_references}", flush=True)
     times: dict[tuple[str, str], list[float]] = {}
-    for job in args.jobs:
-        for d, pipe in pipes.items():  # warm-up: same shapes, 2 steps (bf16 emulation is slow)
-            jobs[job](pipe, 2)
+    for job, fn in jobs.items():
+        runs = {"-": pipe0} if job.startswith("flow") else pipes
+        for d, pipe in runs.items():  # warm-up: same shapes, 2 steps (bf16 emulation is slow)
+            fn(pipe, 2)
         for r in range(args.repeats):
-            for d, pipe in pipes.items():
+            for d, pipe in runs.items():
                 t0 = time.perf_counter()
-                jobs[job](pipe, args.steps)
+                fn(pipe, args.steps)
                 times.setdefault((job, d), []).append(time.perf_counter() - t0)
             print(f"  {job} round {r + 1}/{args.repeats}: " +
-                  ", ".join(f"{d} {times[(job, d)][-1]:.2f} s" for d in pipes), flush=True)
+                  ", ".join(f"{d} {times[(job, d)][-1]:.2f} s" for d in runs), flush=True)
 
-    what = {"interpolate": f"{args.inbetweens} in-betweens", "generate": f"{args.frames} frames"}
     print("\n| job | dtype | median s/video | min s/video |\n|---|---|---|---|")
     for (job, d), ts in times.items():
         print(f"| {job} ({what[job]}) | {d} | {statistics.median(ts):.2f} | {min(ts):.2f} |")
     if "fp32" in pipes and "bf16" in pipes:
-        for job in args.jobs:
-            ratio = statistics.median([x / y for x, y in zip(times[(job, "bf16")], times[(job, "fp32")])])
-            print(f"{job}: bf16 / fp32 time ratio (median of paired rounds) {ratio:.2f}")
+        for job in jobs:
+            if (job, "bf16") in times and (job, "fp32") in times:
+                ratio = statistics.median([x / y for x, y in zip(times[(job, "bf16")], times[(job, "fp32")])])
+                print(f"{job}: bf16 / fp32 time ratio (median of paired rounds) {ratio:.2f}")
     return 0
 
 

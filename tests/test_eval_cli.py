@@ -111,6 +111,19 @@ def test_interpolate_baselines_only_needs_no_model(data_dir, tmp_path):
     assert r["methods"] == ["crossfade"] and r["paired"] == {}
 
 
+def test_interpolate_at_several_sizes_reports_each(data_dir, tmp_path):
+    out = tmp_path / "sizes"
+    rc = _main(["eval", "interpolate", "--data", str(data_dir), "--gaps", "2", "--clips", "2",
+                "--methods", "crossfade", "--size", "16,24", "--no-plot", "--out", str(out)])
+    assert rc == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["sizes"] == [16, 24] and set(r["by_size"]) == {"16", "24"}
+    assert [c["height"] for c in r["by_size"]["24"]["clips"]] == [24, 24]
+    assert r["by_size"]["16"]["clips"][0]["start"] == r["by_size"]["24"]["clips"][0]["start"]  # same clips
+    md = (out / "report.md").read_text()
+    assert "## 16x16" in md and "## 24x24" in md
+
+
 def test_interpolate_splat_alone_scores_the_pipelines_splat_start(pipe, model_dir, data_dir, tmp_path):
     from vidm.eval.interpolate_eval import clip_metrics, cut_clips
 
@@ -207,7 +220,7 @@ def test_generate_fvd_code_path_with_a_random_i3d(pipe):
 
 
 @pytest.mark.parametrize("case", ["missing_data", "no_videos", "too_short", "bad_gaps", "gap_one",
-                                  "missing_model", "bad_method", "out_is_file", "gen_missing_i3d",
+                                  "missing_model", "bad_method", "bad_size", "out_is_file", "gen_missing_i3d",
                                   "gen_context"])
 def test_bad_input_is_one_line_and_writes_nothing(case, model_dir, data_dir, tmp_path, capsys):
     out = tmp_path / "out"
@@ -225,6 +238,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, model_dir, data_dir, tmp
         "gap_one": (interp + ["--gaps", "1,2"], ">= 2"),
         "missing_model": (interp + ["--model", str(tmp_path / "nomodel")], "model folder not found"),
         "bad_method": (interp + ["--methods", "model,film"], "film"),
+        "bad_size": (interp + ["--size", "64,x"], "--size"),
         "out_is_file": (interp + ["--out", str(tmp_path / "file.txt")], "not a folder"),
         "gen_missing_i3d": (gen + ["--i3d", str(tmp_path / "i3d.pt")], "i3d"),
         "gen_context": (gen + ["--context", "6"], "--context"),

@@ -64,8 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"the error); refs (a reference decoder from the end frames alone); and/or the "
                         f"baselines crossfade, flow (default {DEFAULT_METHODS})")
     q.add_argument("--warping", action="store_true", help="also the temporal warping error (slower: optical flow)")
-    q.add_argument("--size", type=int, default=None,
-                   help="resize clips to SIZE x SIZE first (default: native; the position metric needs native)")
+    q.add_argument("--size", default=None, metavar="SIZE[,SIZE...]",
+                   help="resize (short side) and centre-crop clips to SIZE x SIZE first (default: native; the "
+                        "position metric needs native); several sizes, e.g. 64,256, evaluate the same clips "
+                        "at each and report them side by side")
     q.add_argument("--examples", type=int, default=2, help="example strips in report.png (default 2)")
     add_infill_args(q)
     _add_model_args(q)
@@ -93,6 +95,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _positive(name: str, value, minimum: int = 1) -> None:
     if value is not None and value < minimum:
         raise ConfigError(f"--{name} must be >= {minimum}, got {value}")
+
+
+def _parse_sizes(text) -> list[int | None]:
+    """--size: None (native) or comma-separated ints >= 11 (the SSIM window)."""
+    if text is None:
+        return [None]
+    try:
+        sizes = list(dict.fromkeys(int(p) for p in str(text).split(",") if p.strip()))
+    except ValueError:
+        raise ConfigError(f"--size {text!r}: expected an integer or a list such as 64,256") from None
+    if not sizes or min(sizes) < 11:
+        raise ConfigError(f"--size {text!r}: every size must be >= 11")
+    return sizes
 
 
 def _parse_methods(text: str) -> list[str]:
@@ -173,7 +188,7 @@ def run_interpolate(args) -> int:
     _positive("clips", args.clips)
     _positive("samples", args.samples)
     _positive("examples", args.examples, 0)
-    _positive("size", args.size, 11)
+    sizes = _parse_sizes(args.size)
     _check_common(args)
     plan, out = _plan_out(args)
     if not args.no_plot:
@@ -183,31 +198,47 @@ def run_interpolate(args) -> int:
     pipe = load_pipeline(args) if {"model", *PIPELINE_METHODS} & set(methods) else None
     if pipe is None and args.samples > 1:
         print("vidm: --samples has no effect without the model (the baselines are deterministic)", file=sys.stderr)
-    t0 = time.perf_counter()
-    clips = cut_clips(args.data, args.clips, max(gaps) + 1, seed=args.clip_seed, size=args.size,
-                      progress=not args.quiet)
-    read_s = time.perf_counter() - t0
-    if len(clips) < args.clips:
-        print(f"vidm: {args.data} holds only {len(clips)} distinct clips of {max(gaps) + 1} frames; "
-              f"evaluating those", file=sys.stderr)
-    result = evaluate_interpolation(clips, gaps, methods, pipe=pipe, samples=args.samples, seed=args.seed,
-                                    steps=args.steps, sampler=args.sampler, guidance=args.guidance,
-                                    batch_size=args.batch, warping=args.warping, examples=args.examples,
-                                    progress=not args.quiet)
-    settings = {"model": _model_name(args) if pipe is not None else None, "data": str(args.data),
-                "clips": len(clips), "clips_requested": args.clips,
-                "videos": len({c.video for c in clips}), "gaps": gaps, "methods": methods,
-                "samples": result.report["samples"],
-                **(effective_settings(pipe, args.steps, args.sampler, args.guidance) if pipe is not None else {}),
-                "seed": args.seed, "clip_seed": args.clip_seed, "batch": args.batch,
-                "device": str(pipe.device) if pipe is not None else "cpu", "dtype": _dtype_name(pipe, args),
-                "size": args.size or "native", "warping": args.warping, "interval": "t95"}
-    report = {"kind": "vidm-eval-interpolate", "version": 1, "settings": settings, **result.report}
-    report["timing"].update(read_s=read_s, total_s=time.perf_counter() - t_start)
-    md = interpolation_markdown(report)
-    files = {"report.json": dumps(report), "report.md": md}
-    if not args.no_plot:
-        files["report.png"] = interpolation_figure(report, result.examples)
+    per_size = {}
+    examples = {}
+    for size in sizes:
+        t0 = time.perf_counter()
+        clips = cut_clips(args.data, args.clips, max(gaps) + 1, seed=args.clip_seed, size=size,
+                          progress=not args.quiet)
+        read_s = time.perf_counter() - t0
+        if len(clips) < args.clips and size == sizes[0]:
+            print(f"vidm: {args.data} holds only {len(clips)} distinct clips of {max(gaps) + 1} frames; "
+                  f"evaluating those", file=sys.stderr)
+        result = evaluate_interpolation(clips, gaps, methods, pipe=pipe, samples=args.samples, seed=args.seed,
+                                        steps=args.steps, sampler=args.sampler, guidance=args.guidance,
+                                        batch_size=args.batch, warping=args.warping, examples=args.examples,
+                                        progress=not args.quiet)
+        settings = {"model": _model_name(args) if pipe is not None else None, "data": str(args.data),
+                    "clips": len(clips), "clips_requested": args.clips,
+                    "videos": len({c.video for c in clips}), "gaps": gaps, "methods": methods,
+                    "samples": result.report["samples"],
+                    **(effective_settings(pipe, args.steps, args.sampler, args.guidance) if pipe is not None else {}),
+                    "seed": args.seed, "clip_seed": args.clip_seed, "batch": args.batch,
+                    "device": str(pipe.device) if pipe is not None else "cpu", "dtype": _dtype_name(pipe, args),
+                    "size": size or "native", "warping": args.warping, "interval": "t95"}
+        report = {"kind": "vidm-eval-interpolate", "version": 1, "settings": settings, **result.report}
+        report["timing"].update(read_s=read_s, total_s=time.perf_counter() - t0)
+        per_size[size], examples[size] = report, result.examples
+    if len(sizes) == 1:
+        report = per_size[sizes[0]]
+        report["timing"]["total_s"] = time.perf_counter() - t_start  # model load included
+        md = interpolation_markdown(report)
+        files = {"report.json": dumps(report), "report.md": md}
+        if not args.no_plot:
+            files["report.png"] = interpolation_figure(report, examples[sizes[0]])
+    else:  # one section (and figure) per size, the same clips at each
+        report = {"kind": "vidm-eval-interpolate-sizes", "version": 1, "sizes": sizes,
+                  "by_size": {str(k): v for k, v in per_size.items()},
+                  "timing": {"total_s": time.perf_counter() - t_start}}
+        md = "\n".join(f"## {k}x{k}\n\n{interpolation_markdown(v)}" for k, v in per_size.items())
+        files = {"report.json": dumps(report), "report.md": md}
+        if not args.no_plot:
+            for k, v in per_size.items():
+                files[f"report_{k}.png"] = interpolation_figure(v, examples[k])
     _finish(plan, out, files, md)
     return 0
 
