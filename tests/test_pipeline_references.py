@@ -92,3 +92,14 @@ def test_decode_latent_sigma_is_validated():
         PipelineConfig(decode_latent_sigma=-1.0).validate()
     with pytest.raises(ConfigError, match="decode_latent_sigma"):
         PipelineConfig(decode_latent_sigma=float("nan")).validate()
+
+
+def test_bundled_pipelines_are_selectable_by_name(tmp_path, monkeypatch):
+    from vidm.pipeline.pipeline import bundled_models, default_model_dir, resolve_model
+
+    assert "synth-tiny" in bundled_models()
+    assert resolve_model("synth-tiny") == default_model_dir().parent / "synth-tiny"
+    assert resolve_model(None) == default_model_dir()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "synth-tiny").mkdir()  # a folder of that name in the working directory wins
+    assert resolve_model("synth-tiny") == tmp_path.joinpath("synth-tiny").relative_to(tmp_path)

@@ -21,7 +21,7 @@ DEFAULT_METHODS = "model,crossfade,flow"
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and sampling")
-    g.add_argument("--model", default=None, help="pipeline folder (default: the bundled synth-tiny model)")
+    g.add_argument("--model", default=None, help="pipeline folder, or the name of a bundled one (default: the bundled synth-tiny)")
     g.add_argument("--steps", type=int, default=None, help="solver steps per window (default: the model's)")
     g.add_argument("--sampler", default=None, help="euler, heun, dpmpp_2m or euler_ancestral (default: the model's)")
     g.add_argument("--guidance", type=float, default=None, help="guidance on the input frames (default: the model's)")

@@ -14,7 +14,7 @@ OUTPUT_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".gif", "")
 
 def _add_common(p: argparse.ArgumentParser, samples: bool = True) -> None:
     g = p.add_argument_group("model and sampling")
-    g.add_argument("--model", default=None, help="pipeline folder (default: the bundled synth-tiny model)")
+    g.add_argument("--model", default=None, help="pipeline folder, or the name of a bundled one (default: the bundled synth-tiny)")
     g.add_argument("--steps", type=int, default=None, help="solver steps per window (default: the model's, 20)")
     g.add_argument("--sampler", default=None,
                    help="euler, heun, dpmpp_2m or euler_ancestral (default: the model's, dpmpp_2m)")
@@ -125,7 +125,7 @@ def load_pipeline(args):
 
 def _say_resize(pipe, h: int, w: int) -> None:
     S = pipe.config.size
-    if (h, w) != (S, S):
+    if (h, w) != (S, S) and not pipe.uses_references:
         print(f"vidm: frames are {w}x{h}; the model works at {S}x{S}: resized for the model and back",
               file=sys.stderr)
 

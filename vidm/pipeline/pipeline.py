@@ -39,9 +39,28 @@ DTYPES = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": tor
           "fp16": torch.float16, "float16": torch.float16}
 
 
+PRETRAINED_ROOT = Path(__file__).resolve().parent.parent / "pretrained"
+DEFAULT_MODEL = "synth-tiny"  # the bundled pipeline used when no --model is given
+
+
+def bundled_models() -> list[str]:
+    """Names of the pipelines shipped inside the package (`--model NAME`)."""
+    return sorted(p.parent.name for p in PRETRAINED_ROOT.glob("*/pipeline.json"))
+
+
 def default_model_dir() -> Path:
     """The bundled pretrained pipeline shipped inside the package."""
-    return Path(__file__).resolve().parent.parent / "pretrained" / "synth-tiny"
+    return PRETRAINED_ROOT / DEFAULT_MODEL
+
+
+def resolve_model(path: str | os.PathLike | None) -> Path:
+    """--model: None (the default bundled pipeline), a folder, or a bundled pipeline's name."""
+    if path is None:
+        return default_model_dir()
+    p = Path(path)
+    if not p.exists() and str(path) in bundled_models():
+        return PRETRAINED_ROOT / str(path)
+    return p
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -81,10 +100,10 @@ class VideoPipeline:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype: str = "auto"):
         """Load a pipeline folder (`pipeline.json` + autoencoder/, content/, motion/)."""
-        path = Path(path) if path is not None else default_model_dir()
+        path = resolve_model(path)
         if not path.is_dir():
             hint = " (the bundled model is missing from this install; pass --model DIR)" if \
-                path == default_model_dir() else ""
+                path == default_model_dir() else f" (bundled models: {', '.join(bundled_models()) or 'none'})"
             raise CheckpointError(f"{path}: model folder not found{hint}")
         config = PipelineConfig.load(path)
         for stage in STAGES:
