@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from vidm.cli import main
-from video_helpers import truncate
+from video_helpers import blank_packets, truncate
 
 
 def test_synth_then_info(tmp_path, capsys):
@@ -22,11 +22,17 @@ def test_synth_then_info(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "3 videos, 36 frames" in text and "min 12, max 12" in text and "32x32" in text
     assert "fps: 8" in text
-    truncate(out / "00001.mp4", out / "broken.mp4", 0.5)
+    # A file cut in half is used as far as it decodes (the header still says 12 frames); a
+    # file of which no frame decodes is unreadable.
+    truncate(out / "00001.mp4", out / "cut.mp4", 0.5)
+    blank_packets(out / "00001.mp4", out / "broken.mp4")
     assert main(["data", "info", "--json", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["videos"] == 3 and summary["frames_min"] == summary["frames_max"] == 12
+    assert summary["videos"] == 4 and summary["frames_max"] == 12
+    cut = [v for v in summary["per_video"] if v["path"] == str(out / "cut.mp4")]
+    assert len(cut) == 1 and 0 < cut[0]["frames"] < 12 and cut[0]["container_frames"] == 12
     assert [u["path"] for u in summary["unreadable"]] == [str(out / "broken.mp4")]
+    assert summary["unreadable"][0]["reason"] == "no frame decodes"
 
 
 @pytest.mark.parametrize("make, pattern", [

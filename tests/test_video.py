@@ -6,7 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
-from video_helpers import decode_index, index_frames, psnr, smooth_frames, truncate, write_avi
+from video_helpers import (blank_packets, decode_index, index_frames, psnr, smooth_frames, truncate,
+                           write_avi)
 
 import vidm.video as video
 from vidm.errors import NotEnoughFramesError, ShapeError, VideoError
@@ -50,22 +51,16 @@ def test_container_reads_seek_instead_of_counting_from_the_start(index_videos, m
     def no_counting(*args, **kwargs):
         raise AssertionError("fell back to decoding from the first frame")
 
-    class Recorder:  # wraps the container; records the time of every decoded frame
-        def __init__(self, container):
-            self._c, self.times = container, []
+    opened = []  # per opened file: the time of every frame decoded from it
+    real_open, real_decoded = video._open, video._decoded
 
-        def __getattr__(self, name):
-            return getattr(self._c, name)
+    def recording_decoded(container, stream):
+        for frame in real_decoded(container, stream):
+            opened[-1].append(float(frame.pts * frame.time_base))
+            yield frame
 
-        def decode(self, stream):
-            for frame in self._c.decode(stream):
-                self.times.append(float(frame.pts * frame.time_base))
-                yield frame
-
-    opened = []
-    real_open = video._open
-    monkeypatch.setattr(video, "_open",
-                        lambda p: opened.append(Recorder(real_open(p))) or opened[-1])
+    monkeypatch.setattr(video, "_open", lambda p: opened.append([]) or real_open(p))
+    monkeypatch.setattr(video, "_decoded", recording_decoded)
     monkeypatch.setattr(video, "_decode_counting", no_counting)
     import av
 
@@ -76,9 +71,9 @@ def test_container_reads_seek_instead_of_counting_from_the_start(index_videos, m
         key = max(k for k in keys if k <= 30)
         assert key > 0
         assert decode_index(read_clip(index_videos[name], 30, 3, 2)) == [30, 32, 34]
-        first = round(opened[-1].times[0] * 8)
+        first = round(opened[-1][0] * 8)
         assert first == key  # decoding began at the keyframe before frame 30, not at frame 0
-        assert len(opened[-1].times) == 34 - key + 1  # and stopped at the last wanted frame
+        assert len(opened[-1]) == 34 - key + 1  # and stopped at the last wanted frame
 
 
 def test_resize_short_side_and_centre_crop(tmp_path):
@@ -155,12 +150,20 @@ def test_bad_input_raises_typed_errors_naming_the_file(tmp_path, index_videos):
     for fn in (read_clip, read_video_info):
         with pytest.raises(VideoError, match="junk.mp4: not a readable video"):
             fn(junk)
+    # A file cut short is read as far as it decodes; the header still promises 40 frames.
     cut = tmp_path / "cut.mp4"
     truncate(index_videos["a.mp4"], cut, 0.6)
-    with pytest.raises(VideoError, match="cut.mp4"):
-        read_clip(cut)
-    with pytest.raises(VideoError, match="cut.mp4: truncated"):
-        read_video_info(cut, verify=True)
+    info = read_video_info(cut, verify=True)
+    assert info.header_frames == 40 and 0 < info.num_frames < 40
+    assert len(read_clip(cut)) == info.num_frames
+    with pytest.raises(NotEnoughFramesError, match=f"cut.mp4: needs frame {info.num_frames}"):
+        read_clip(cut, start=info.num_frames - 1, num_frames=2)
+    # Only a file of which no frame decodes is unreadable.
+    blank = tmp_path / "blank.mp4"
+    blank_packets(index_videos["a.mp4"], blank)
+    for fn in (read_clip, read_video_info, lambda p: read_video_info(p, verify=True)):
+        with pytest.raises(VideoError, match="blank.mp4: no frame decodes"):
+            fn(blank)
     with pytest.raises(NotEnoughFramesError, match=r"a.mp4: needs frame 48 .* has 40 frames"):
         read_clip(index_videos["a.mp4"], start=30, num_frames=10, stride=2)
     with pytest.raises(NotEnoughFramesError, match="a.webm"):  # count unknown until the end

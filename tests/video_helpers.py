@@ -67,3 +67,42 @@ def write_avi(path, frames: np.ndarray, fps: int = 8, gop: int = 8) -> None:
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
+
+
+def write_pyav(path, frames: np.ndarray, codec: str, format: str | None = None, fps: int = 8,
+               gop: int = 8, pts_step: int = 1) -> None:
+    """Encode with PyAV directly (formats `write_video` does not write: mpg, ts, flv, ...).
+    `pts_step` > 1 leaves gaps in the timestamps (frame i at time i * pts_step / fps), as in
+    AVI files whose header counts time slots rather than frames."""
+    import av
+
+    with av.open(str(path), "w", format=format) as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.codec_context.gop_size = gop
+        if codec in ("mpeg4", "mpeg2video", "flv1", "msmpeg4", "wmv2"):
+            s.options = {"qscale": "2"}
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            if pts_step != 1:
+                frame.pts = i * pts_step
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def blank_packets(src, dst, last_only: bool = False) -> None:
+    """Copy `src` with the bytes of its video packets zeroed (all of them, or only the one
+    shown last): the container still lists every frame, but the blanked ones do not decode."""
+    import av
+
+    with av.open(str(src)) as c:
+        packets = [(p.pts, p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    if last_only:
+        packets = [max(packets)]
+    data = bytearray(open(src, "rb").read())
+    for _, pos, size in packets:
+        data[pos:pos + size] = bytes(size)
+    with open(dst, "wb") as f:
+        f.write(data)

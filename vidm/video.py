@@ -1,13 +1,22 @@
 """Video I/O at the uint8 boundary: frames are numpy uint8 arrays `(T, H, W, 3)` (RGB).
 
+Frame `i` of a container is the `i`-th frame that decodes. The header's frame count is only a
+hint (it can promise frames that are missing or do not decode): `read_video_info(verify=True)`
+counts by decoding, and `read_clip` uses every frame that decodes. A packet the decoder rejects
+is skipped; a file is unreadable only when no frame decodes at all.
+
 Reading uses PyAV and *seeks*: `read_clip` jumps to the keyframe at or before the first wanted
 frame and decodes forward from there, so a clip from the end of a long video costs about one
-GOP of decoding, not the whole file. Frame `i` of a container is the frame whose timestamp is
-`start_time + i / fps` (constant frame rate); when timestamps do not line up with that (odd or
-variable-rate files, GIFs) the reader falls back to counting frames from the start.
+GOP of decoding, not the whole file. Seeking numbers the frames decoded after the seek from
+the first one's timestamp (`start_time + i / fps`, constant frame rate), and trusts that only
+where the window's timestamps are exactly those numbers (in any order: some files store decode
+times, which come out shuffled); where they are not (gaps from dropped or undecodable frames,
+sparse AVIs, variable-rate files, GIFs) the reader counts frames from the start instead.
 
-A "video" is any of: a container file (mp4/webm/mkv/avi/mov/gif), a folder of numbered images
-(`frame_0001.png`, `2.jpg`, ... in natural sort order), or a single image (one frame).
+A "video" is any of: a file FFmpeg opens with a video stream that yields a frame (mp4, webm,
+mkv, avi, mov, gif, mpg, ts, flv, wmv, ...; decided by probing, not by the name), a folder of
+numbered images (`frame_0001.png`, `2.jpg`, ... in natural sort order), or a single image
+(one frame).
 
 Writing is atomic: the output is written under a temporary name in the same folder and moved
 into place with `os.replace`, so an error never leaves a half-written file behind. A png-frame
@@ -35,8 +44,27 @@ from vidm.errors import NotEnoughFramesError, ShapeError, VideoError
 PathLike = Union[str, os.PathLike]
 Size = Union[int, tuple[int, int], None]
 
-VIDEO_EXTS = frozenset({".mp4", ".m4v", ".webm", ".mkv", ".avi", ".mov", ".gif"})
+# Names that say "video". Whether a file is one is decided by probing it (`is_video_file`); the
+# name only decides what a file that fails the probe is: with one of these it is a broken video
+# (reported as unreadable), without one it is simply not a video (ignored by folder scans).
+VIDEO_EXTS = frozenset({
+    ".mp4", ".m4v", ".webm", ".mkv", ".avi", ".mov", ".qt", ".gif", ".mpg", ".mpeg", ".m1v",
+    ".m2v", ".mpe", ".mpv", ".vob", ".ts", ".mts", ".m2ts", ".m2t", ".flv", ".f4v",
+    ".wmv", ".asf", ".ogv", ".ogm", ".3gp", ".3g2", ".mxf", ".dv", ".nut", ".divx", ".xvid",
+    ".rm", ".rmvb", ".y4m", ".h264", ".264", ".h265", ".265", ".hevc", ".ivf", ".mjpeg",
+    ".mjpg", ".amv", ".mk3d", ".dav", ".swf"})
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
+# Files never handed to FFmpeg: text, code, data, archives, weights. (Some it would even open:
+# its "tty" demuxer shows .txt / .nfo / .asc files as a video of their text.)
+NOT_VIDEO_EXTS = frozenset({
+    ".txt", ".md", ".rst", ".nfo", ".asc", ".ans", ".diz", ".ice", ".art", ".vt", ".log",
+    ".json", ".jsonl", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".csv", ".tsv",
+    ".xml", ".html", ".htm", ".pdf", ".tex", ".py", ".pyc", ".ipynb", ".sh", ".bash", ".zsh",
+    ".bat", ".ps1", ".js", ".c", ".h", ".cpp", ".hpp", ".cu", ".rs", ".go", ".java",
+    ".srt", ".vtt", ".ass", ".ssa", ".sub", ".npy", ".npz", ".pt", ".pth", ".ckpt", ".bin",
+    ".safetensors", ".onnx", ".pkl", ".pickle", ".h5", ".hdf5", ".parquet", ".arrow", ".db",
+    ".sqlite", ".lock", ".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".7z", ".rar",
+    ".whl", ".deb", ".exe", ".so", ".dll", ".dylib", ".o", ".a"})
 # Extensions `write_video` can produce, and the encoder used for each.
 _WRITE_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
                  ".webm": "libvpx-vp9"}
@@ -44,17 +72,45 @@ _WRITE_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv"
 
 @dataclass(frozen=True)
 class VideoInfo:
-    num_frames: int
+    num_frames: int  # frames that decode (with verify=True; else the header's count)
     height: int
     width: int
     fps: float | None  # None where unknown (image folders, single images)
+    header_frames: int | None = None  # what the container header says, None if it says nothing
+
+
+class NotAVideoError(VideoError):
+    """FFmpeg cannot open the file as a video at all (no known container, or no video stream).
+    Folder scans ignore such files unless their name says video (`VIDEO_EXTS`)."""
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def is_video_file(path: PathLike) -> bool:
+def has_video_ext(path: PathLike) -> bool:
+    """The name says video (`VIDEO_EXTS`). Says nothing about whether the file decodes."""
     return Path(path).suffix.lower() in VIDEO_EXTS
+
+
+def is_video_candidate(path: PathLike) -> bool:
+    """Worth probing as a video, by name alone: not hidden, not an image, and not an obvious
+    text / code / data file (`NOT_VIDEO_EXTS`)."""
+    p = Path(path)
+    return (not p.name.startswith(".") and not is_image_file(p)
+            and p.suffix.lower() not in NOT_VIDEO_EXTS)
+
+
+def is_video_file(path: PathLike) -> bool:
+    """True when `path` is a file (not an image) that FFmpeg opens with a video stream and
+    that yields at least one decoded frame. Decided by probing, whatever the name."""
+    p = Path(path)
+    if not p.is_file() or is_image_file(p):
+        return False
+    try:
+        read_video_info(p)
+    except VideoError:
+        return False
+    return True
 
 
 def is_image_file(path: PathLike) -> bool:
@@ -129,11 +185,57 @@ def _open(path: Path):
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise VideoError(f"{path}: not a readable video ({_short(e)})") from None
-    if not container.streams.video:
+        raise NotAVideoError(f"{path}: not a readable video ({_short(e)})") from None
+    if _video_stream(container) is None:
         container.close()
-        raise VideoError(f"{path}: no video stream")
+        raise NotAVideoError(f"{path}: no video stream")
     return container
+
+
+def _video_stream(container):
+    """The first video stream that is not a cover picture (mp3 / m4a art), or None."""
+    import av
+
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _set_threads(stream) -> None:
+    """Decoder threads for `stream`: frame threads pay off on big frames only. Small frames
+    decode fastest on one thread, and extra decoder threads would fight torch's spinning
+    OpenMP threads when reading in the main process. (Reading and counting use the same
+    choice: on a damaged stream the two decoders can disagree on what decodes.)"""
+    if stream.codec_context.width * stream.codec_context.height >= 320 * 240:
+        stream.thread_type = "AUTO"
+    else:
+        stream.codec_context.thread_count = 1
+
+
+def _decoded(container, stream):
+    """Every frame of `stream` that decodes, in order, from the current position. A packet the
+    decoder rejects is skipped (the frames after it still come); a read error ends the stream
+    (the frames the decoder still holds come first)."""
+    import av
+
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return  # the demuxer's last, empty packet has already drained the decoder
+        except av.FFmpegError:
+            break
+        try:
+            frames = stream.decode(packet)
+        except av.FFmpegError:
+            continue
+        yield from frames
+    try:
+        yield from stream.decode(None)
+    except av.FFmpegError:
+        pass
 
 
 def _short(e: BaseException) -> str:
@@ -167,10 +269,12 @@ def read_image(path: PathLike, size: Size = None) -> np.ndarray:
 def read_video_info(path: PathLike, verify: bool = False) -> VideoInfo:
     """Frame count, size and fps of a video, image folder or image.
 
-    For containers the frame count comes from the header when it has one (mp4, mov); otherwise
-    the packets are counted (demuxing only, no decoding). `verify=True` also checks the file is
-    whole: it demuxes every packet (a truncated mp4 holds fewer packets than its header
-    promises) and decodes the last GOP, and raises VideoError when either fails.
+    Containers are probed: FFmpeg must open the file, find a video stream and decode a frame.
+    Without `verify` the frame count is the header's (or, where it has none, the number of
+    packets: demuxing only). `verify=True` decodes every frame and counts those that decode:
+    the count to use (a header may promise frames that are not there or do not decode; the
+    header's count is kept as `header_frames`). Raises NotAVideoError (a VideoError) when
+    FFmpeg cannot open the file as a video, VideoError when no frame decodes.
     """
     path = Path(path)
     _check_exists(path)
@@ -183,61 +287,55 @@ def read_video_info(path: PathLike, verify: bool = False) -> VideoInfo:
             for f in frames[1:]:
                 if read_image(f).shape[:2] != (h, w):
                     raise VideoError(f"{f}: frame size differs from {frames[0].name} ({h}x{w})")
-        return VideoInfo(len(frames), h, w, None)
+        return VideoInfo(len(frames), h, w, None, len(frames))
     if is_image_file(path):
         h, w = read_image(path).shape[:2]
-        return VideoInfo(1, h, w, None)
+        return VideoInfo(1, h, w, None, 1)
 
     import av
 
     container = _open(path)
     try:
-        stream = container.streams.video[0]
-        ctx = stream.codec_context
-        height, width, fps = ctx.height, ctx.width, _stream_fps(stream)
-        num_frames = stream.frames
-        if verify or num_frames <= 0:
-            num_frames = _count_and_verify(path, container, stream, stream.frames, verify)
-        if height <= 0 or width <= 0:
-            raise VideoError(f"{path}: video stream has no frame size")
+        stream = _video_stream(container)
+        _set_threads(stream)
+        fps = _stream_fps(stream)
+        header = stream.frames if stream.frames > 0 else None
+        frames = _decoded(container, stream)
+        first = next(frames, None)
+        if first is None:
+            raise VideoError(f"{path}: no frame decodes")
+        height, width = first.height, first.width
+        if verify:
+            num_frames = 1 + sum(1 for _ in frames)
+        elif header is not None:
+            num_frames = header
+        else:
+            num_frames = None
     except av.FFmpegError as e:
         raise VideoError(f"{path}: corrupt video ({_short(e)})") from None
     finally:
         container.close()
-    if num_frames <= 0:
-        raise VideoError(f"{path}: video has no frames")
-    return VideoInfo(num_frames, height, width, fps)
+    if num_frames is None:  # no header count: count the packets (demuxing only)
+        num_frames = _count_packets(path)
+    if height <= 0 or width <= 0:
+        raise VideoError(f"{path}: video stream has no frame size")
+    return VideoInfo(max(num_frames, 1), height, width, fps, header)
 
 
-def _count_and_verify(path: Path, container, stream, header_frames: int, verify: bool) -> int:
-    pts, key_pts = [], []
-    for packet in container.demux(stream):
-        if packet.size == 0:  # flush packet at the end of the stream
-            continue
-        pts.append(packet.pts)
-        if packet.is_keyframe:
-            key_pts.append(packet.pts)
-    n = len(pts)
-    if not verify:
+def _count_packets(path: Path) -> int:
+    import av
+
+    container = _open(path)
+    try:
+        n = 0
+        try:
+            for packet in container.demux(_video_stream(container)):
+                n += packet.size > 0  # the last packet of a stream is an empty flush packet
+        except av.FFmpegError:
+            pass  # a read error ends the count
         return n
-    if header_frames > 0 and n < header_frames:
-        raise VideoError(f"{path}: truncated (header says {header_frames} frames, "
-                         f"{n} present)")
-    if n == 0:
-        return 0
-    # Decode from the last keyframe to the end: a cut-off final packet only shows up here.
-    last_key = key_pts[-1] if key_pts and key_pts[-1] is not None else None
-    if last_key is None:
-        container.seek(0)
-        expected = n
-    else:
-        container.seek(last_key, stream=stream, backward=True)
-        expected = sum(1 for p in pts if p is not None and p >= last_key)
-    decoded = sum(1 for _ in container.decode(stream))
-    if decoded < expected:
-        raise VideoError(f"{path}: truncated or corrupt (decoded {decoded} of the last "
-                         f"{expected} frames)")
-    return n
+    finally:
+        container.close()
 
 
 def read_clip(path: PathLike, start: int = 0, num_frames: int | None = None, stride: int = 1,
@@ -246,7 +344,9 @@ def read_clip(path: PathLike, start: int = 0, num_frames: int | None = None, str
 
     `num_frames=None` reads to the end. `size`: int (resize the short side, centre-crop a
     square), (H, W) (resize to cover, centre-crop) or None (native size).
-    Raises VideoError (missing, not a video, corrupt) or NotEnoughFramesError.
+    Frames are counted as they decode, whatever the header says: a request inside what
+    decodes works, one past it is NotEnoughFramesError.
+    Raises VideoError (missing, not a video, no frame decodes) or NotEnoughFramesError.
     """
     path = Path(path)
     _check_exists(path)
@@ -301,32 +401,36 @@ def _read_image_folder_list(path: Path, frames: list[Path], start, num_frames, s
 def _read_container(path: Path, start, num_frames, stride, size) -> np.ndarray:
     import av
 
+    # The header's frame count is not trusted (it can promise frames that do not decode): the
+    # request is checked against the frames that actually decode.
+    wanted = _wanted_indices(path, None, start, num_frames, stride)  # None: to the end
     container = _open(path)
     try:
-        stream = container.streams.video[0]
-        if stream.codec_context.width * stream.codec_context.height >= 320 * 240:
-            stream.thread_type = "AUTO"  # frame threads pay off on big frames only
-        else:
-            # Small frames decode fastest on one thread, and extra decoder threads would
-            # fight torch's spinning OpenMP threads when reading in the main process.
-            stream.codec_context.thread_count = 1
-        total = stream.frames if stream.frames > 0 else None
-        wanted = _wanted_indices(path, total, start, num_frames, stride)
+        stream = _video_stream(container)
+        _set_threads(stream)
         result = None
         if container.format.name != "gif" and stream.time_base and _stream_fps(stream):
-            result = _decode_seeking(container, stream, wanted, start, stride, size)
+            try:
+                result = _decode_seeking(container, stream, wanted, start, stride, size)
+            except av.FFmpegError:
+                result = None  # the seek itself failed
         if result is None:  # timestamps unusable: count frames from the start instead
-            container.seek(0)
+            try:
+                container.seek(0)
+            except av.FFmpegError:
+                container.close()
+                container = _open(path)
+                stream = _video_stream(container)
+                _set_threads(stream)
             result = _decode_counting(container, stream, wanted, start, stride, size)
     except av.FFmpegError as e:
         raise VideoError(f"{path}: corrupt video ({_short(e)})") from None
     finally:
         container.close()
     out, n_seen = result
+    if n_seen == 0:
+        raise VideoError(f"{path}: no frame decodes")
     if wanted is not None and len(out) < len(wanted):
-        if total is not None:  # the header promised enough frames: the file is cut short
-            raise VideoError(f"{path}: truncated or corrupt (header says {total} frames, "
-                             f"decoding stopped after frame {n_seen - 1})")
         raise NotEnoughFramesError(_too_few(path, start, len(wanted), stride, n_seen))
     if not out:
         raise NotEnoughFramesError(f"{path}: start frame {start} is past the end "
@@ -334,41 +438,72 @@ def _read_container(path: Path, start, num_frames, stride, size) -> np.ndarray:
     return np.stack(out)
 
 
+_REORDER = 16  # frames decoded past the last wanted one, at most, to check a window's timestamps
+_LATE = object()
+
+
 def _decode_seeking(container, stream, wanted, start, stride, size) -> tuple[list, int] | None:
-    """Seek to the keyframe before `start`, decode forward, pick frames by timestamp.
-    Returns (frames, 1 + last index decoded), or None when the timestamps do not match
-    frame indices (the caller falls back to counting)."""
+    """Seek to the keyframe before `start` and decode forward. Returns (frames,
+    1 + last index decoded), or None when the timestamps cannot be trusted to number the
+    frames: then the caller counts frames from the start.
+
+    Frames are numbered in the order they decode, from the first one's timestamp. That is
+    trusted only when the window's timestamps are exactly those numbers, in some order: some
+    files carry decode times as timestamps, which the decoder then hands out shuffled. A gap
+    (a frame missing or undecodable, a sparse AVI), a repeat (variable frame rate) or nothing
+    means None. A seek that lands after `start`, or where nothing decodes (mpeg-ps / ts seek
+    by guessing), is retried from further back."""
     fps = _stream_fps(stream)
-    tb = stream.time_base
-    t0 = stream.start_time or 0
-    target = t0 + int(Fraction(start) / Fraction(fps).limit_denominator(1001) / tb)
-    container.seek(target, stream=stream, backward=True, any_frame=False)
-    wanted_set = None if wanted is None else set(wanted)
+    rate = Fraction(fps).limit_denominator(1001)
+    for back in (0, 1, 4, 16):  # seconds before `start`
+        t = Fraction(start) / rate - back
+        target = (stream.start_time or 0) + int(max(t, 0) / stream.time_base)
+        container.seek(target, stream=stream, backward=True, any_frame=False)
+        result = _decode_window(container, stream, wanted, start, stride, size)
+        if result is not _LATE:
+            return result
+        if t <= 0:
+            return None
+    return None
+
+
+def _decode_window(container, stream, wanted, start, stride, size):
+    fps, tb, t0 = _stream_fps(stream), stream.time_base, stream.start_time or 0
     last = None if wanted is None else wanted[-1]
-    out, seen = [], set()
-    for frame in container.decode(stream):
+    out, seen, base, n = [], set(), None, 0
+    for frame in _decoded(container, stream):
         if frame.pts is None:
             return None
-        idx = round(float((frame.pts - t0) * tb) * fps)
-        if not seen and idx > start:
-            return None  # landed after the start: seek was imprecise
-        if idx in seen:
-            return None  # two frames on one index: not constant frame rate
-        seen.add(idx)
-        wanted_here = wanted_set is None or idx in wanted_set
-        if idx >= start and (idx - start) % stride == 0 and wanted_here:
-            out.append(_frame_to_array(frame, size))
-        if last is not None and idx >= last:
+        stamp = round(float((frame.pts - t0) * tb) * fps)
+        if base is None:
+            if stamp > start:
+                return _LATE
+            base = stamp
+        if stamp in seen:
+            return None
+        seen.add(stamp)
+        idx, n = base + n, n + 1
+        if last is None or idx <= last:
+            if idx >= start and (idx - start) % stride == 0:
+                out.append(_frame_to_array(frame, size))
+        elif idx > last + _REORDER:
+            return None  # the timestamps never closed up
+        # Stop once past the last wanted frame with the timestamps seen so far exactly
+        # base .. base + n - 1 (one frame alone proves nothing: look at the next one too).
+        if last is not None and idx >= last and n >= 2 and min(seen) == base \
+                and max(seen) == base + n - 1:
             break
-    if wanted is not None and len(out) < len(wanted) and seen and max(seen) >= wanted[-1]:
-        return None  # gaps in the timestamps: count instead
-    return out, (max(seen) + 1 if seen else 0)
+    if base is None:
+        return _LATE  # nothing decoded after the seek (landed at the very end)
+    if min(seen) != base or max(seen) != base + n - 1:
+        return None
+    return out, base + n
 
 
 def _decode_counting(container, stream, wanted, start, stride, size) -> tuple[list, int]:
     out, n_seen = [], 0
     last = None if wanted is None else wanted[-1]
-    for idx, frame in enumerate(container.decode(stream)):
+    for idx, frame in enumerate(_decoded(container, stream)):
         n_seen = idx + 1
         if idx >= start and (idx - start) % stride == 0:
             out.append(_frame_to_array(frame, size))
@@ -498,6 +633,7 @@ def _write_png_folder(path: Path, arr: np.ndarray) -> None:
         raise
 
 
-__all__ = ["VideoInfo", "VIDEO_EXTS", "IMAGE_EXTS", "read_clip", "read_video_info",
-           "read_image", "write_video", "resize_crop", "list_image_frames", "is_video_file",
+__all__ = ["VideoInfo", "NotAVideoError", "VIDEO_EXTS", "IMAGE_EXTS", "NOT_VIDEO_EXTS",
+           "read_clip", "read_video_info", "read_image", "write_video", "resize_crop",
+           "list_image_frames", "is_video_file", "is_video_candidate", "has_video_ext",
            "is_image_file"]

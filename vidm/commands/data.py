@@ -37,11 +37,16 @@ def _add_info(dsub) -> None:
     p = dsub.add_parser(
         "info", help="count videos, frames and resolutions under a folder",
         description="Scan a folder recursively (or one video) and print the number of usable "
-                    "videos, total frames, frames per video, resolution range, fps and any "
-                    "unreadable files. Exits 1 when no usable video is found. The scan is "
-                    "cached in DIR/.vidm_index.json (when DIR is writable).")
+                    "videos, total frames, frames per video, resolution range, fps, each video "
+                    "(for up to 50 videos, or with --list) and any unreadable files. What is a "
+                    "video is decided by probing every file with FFmpeg, not by its name; "
+                    "frames are counted by decoding them, and where the container's header "
+                    "says otherwise both counts are shown. Exits 1 when no usable video is "
+                    "found. The scan is cached in DIR/.vidm_index.json (when DIR is writable).")
     p.add_argument("path", metavar="DIR", help="folder of videos (or a single video)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the index")
+    p.add_argument("--list", action="store_true",
+                   help="list every video, however many (default: up to 50)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run_info)
 
@@ -91,13 +96,33 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+LIST_UP_TO = 50  # `vidm data info` lists each video when there are at most this many
+
+
+def _video_line(v) -> str:
+    """One video for `vidm data info`: size, fps, decoded frames and, where it differs, the
+    container header's count ("455 frames; container says 456")."""
+    fps = f"{v.fps:.3f}".rstrip("0").rstrip(".") + " fps" if v.fps else "fps unknown"
+    line = f"{v.path}: {v.width}x{v.height}, {fps}, {v.num_frames} frames"
+    if _header_differs(v):
+        line += f"; container says {v.header_frames}"
+    return line
+
+
+def _header_differs(v) -> bool:
+    return v.header_frames is not None and v.header_frames != v.num_frames
+
+
 def _summarize(videos) -> dict:
     frames = [v.num_frames for v in videos]
     hs, ws = [v.height for v in videos], [v.width for v in videos]
     fps = sorted({round(v.fps, 3) for v in videos if v.fps})
     return {"videos": len(videos), "frames": sum(frames), "frames_min": min(frames),
             "frames_max": max(frames), "height_min": min(hs), "height_max": max(hs),
-            "width_min": min(ws), "width_max": max(ws), "fps": fps}
+            "width_min": min(ws), "width_max": max(ws), "fps": fps,
+            "per_video": [{"path": v.path, "frames": v.num_frames,
+                           "container_frames": v.header_frames, "width": v.width,
+                           "height": v.height, "fps": v.fps} for v in videos]}
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -116,7 +141,8 @@ def run_info(args: argparse.Namespace) -> int:
         videos, skipped = index.videos, index.skipped
     else:  # one file: its own error (VideoError, naming it) is the answer
         info = read_video_info(path, verify=True)
-        videos = [VideoEntry(str(path), info.num_frames, info.height, info.width, info.fps)]
+        videos = [VideoEntry(str(path), info.num_frames, info.height, info.width, info.fps,
+                             info.header_frames)]
         skipped = []
 
     summary = _summarize(videos) if videos else {"videos": 0}
@@ -134,6 +160,18 @@ def run_info(args: argparse.Namespace) -> int:
                  else f" (width {s['width_min']}-{s['width_max']}, "
                       f"height {s['height_min']}-{s['height_max']})"))
         print(f"  fps: {', '.join(f'{f:g}' for f in s['fps']) or 'unknown'}")
+        differ = [v for v in videos if _header_differs(v)]
+        if differ:
+            print(f"  frame count differs from the container header: {len(differ)} "
+                  f"(frames that decode are used)")
+        if args.list or len(videos) <= LIST_UP_TO:
+            print("  videos:")
+            for v in videos:
+                print(f"    {_video_line(v)}")
+        elif differ:
+            print(f"  videos whose header count differs (--list shows all {len(videos)}):")
+            for v in differ:
+                print(f"    {_video_line(v)}")
     if skipped and not args.json:
         print(f"  unreadable: {len(skipped)}")
         for sk in skipped:
