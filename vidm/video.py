@@ -238,6 +238,22 @@ def _decoded(container, stream):
         pass
 
 
+def iter_decoded(path: PathLike):
+    """Every frame of a video file that decodes, in order, as PyAV VideoFrames (a generator that
+    closes the file when done). Raises VideoError when the file opens as no video."""
+    path = Path(path)
+    _check_exists(path)
+    container = _open(path)
+    try:
+        stream = _video_stream(container)
+        if stream is None:
+            raise NotAVideoError(f"{path}: no video stream")
+        _set_threads(stream)
+        yield from _decoded(container, stream)
+    finally:
+        container.close()
+
+
 def _short(e: BaseException) -> str:
     # FFmpeg messages repeat the file name; keep the reason only, on one line.
     msg = getattr(e, "strerror", None) or str(e)
@@ -633,7 +649,7 @@ def _write_png_folder(path: Path, arr: np.ndarray) -> None:
         raise
 
 
-__all__ = ["VideoInfo", "NotAVideoError", "VIDEO_EXTS", "IMAGE_EXTS", "NOT_VIDEO_EXTS",
+__all__ = ["iter_decoded", "VideoInfo", "NotAVideoError", "VIDEO_EXTS", "IMAGE_EXTS", "NOT_VIDEO_EXTS",
            "read_clip", "read_video_info", "read_image", "write_video", "resize_crop",
            "list_image_frames", "is_video_file", "is_video_candidate", "has_video_ext",
            "is_image_file"]

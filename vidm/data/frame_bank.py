@@ -18,16 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidm.errors import ConfigError, NoVideosError
-from vidm.video import is_image_file
-
-# Files never worth handing to FFmpeg (it would only fail on them).
-_NOT_VIDEO = frozenset({".json", ".txt", ".md", ".sh", ".py", ".yaml", ".yml", ".csv", ".html",
-                        ".safetensors", ".pt", ".zip", ".gz", ".tar", ".log"})
-
+from vidm.errors import ConfigError, NoVideosError, VideoError
+from vidm.video import is_video_candidate, iter_decoded
 
 def candidate_files(root: str | os.PathLike) -> list[Path]:
-    """Every non-hidden file under `root` that might be a video (sorted; images excluded)."""
+    """Every file under `root` that might be a video by its name (`vidm.video.is_video_candidate`),
+    sorted; whether it is one is decided by decoding it."""
     root = Path(root)
     if root.is_file():
         return [root]
@@ -36,41 +32,22 @@ def candidate_files(root: str | os.PathLike) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in filenames:
-            p = Path(dirpath, f)
-            if not f.startswith(".") and not is_image_file(p) and p.suffix.lower() not in _NOT_VIDEO:
-                out.append(p)
+        out += [Path(dirpath, f) for f in filenames if is_video_candidate(Path(dirpath, f))]
     return sorted(out)
 
 
-def decode_all(path: Path, max_short_side: int | None, max_frames: int | None = None) -> np.ndarray:
-    """Every frame that decodes -> uint8 (T, H, W, 3), downscaled (area) so the short side is at
-    most `max_short_side`. Raises VideoError-like av errors from the open; a stream that breaks
-    part-way keeps the frames before the break."""
-    import av
-
-    frames = []
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        size = None
-        try:
-            for frame in container.decode(stream):
-                if size is None:
-                    w, h = frame.width, frame.height
-                    s = 1.0 if not max_short_side or min(w, h) <= max_short_side else max_short_side / min(w, h)
-                    size = (max(1, round(w * s)), max(1, round(h * s)))
-                img = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
-                frames.append(img)
-                if max_frames and len(frames) >= max_frames:
-                    break
-        except av.FFmpegError:
-            if not frames:
-                raise
+def decode_all(path: Path, max_short_side: int | None) -> np.ndarray:
+    """Every frame that decodes -> uint8 (T, H, W, 3), downscaled (area filter) so the short side
+    is at most `max_short_side`. Raises VideoError when none does."""
+    frames, size = [], None
+    for frame in iter_decoded(path):
+        if size is None:
+            w, h = frame.width, frame.height
+            s = 1.0 if not max_short_side or min(w, h) <= max_short_side else max_short_side / min(w, h)
+            size = (max(1, round(w * s)), max(1, round(h * s)))
+        frames.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA"))
     if not frames:
-        raise ValueError("no frame decodes")
+        raise VideoError(f"{path}: no frame decodes")
     return np.stack(frames)
 
 
@@ -92,8 +69,8 @@ class FrameBank:
         for p in tqdm(files, desc="decoding videos", unit="video", disable=not progress, leave=False):
             try:
                 arr = decode_all(p, max_short_side)
-            except Exception as e:  # noqa: BLE001 -- any decoder failure means "not a usable video"
-                self.skipped.append((str(p), str(e).splitlines()[0][:120] or type(e).__name__))
+            except VideoError as e:
+                self.skipped.append((str(p), str(e).removeprefix(f"{p}: ")))
                 continue
             if len(arr) < min_frames:
                 self.skipped.append((str(p), f"only {len(arr)} frame(s)"))
