@@ -4,6 +4,7 @@ parts skipped without a GPU, and its pieces (time limits, shapes, report) on the
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -69,6 +70,7 @@ def test_part_past_its_limit_is_recorded_and_the_next_runs(tmp_path):
     assert "| env | timed out |" in md and "skipped: not selected" in md
 
 
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="on a GPU machine this would be the real check")
 def test_without_gpu_the_gpu_parts_are_skipped(tmp_path):
     proc, rep, md = gpucheck(tmp_path / "out", "--install", "never", timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

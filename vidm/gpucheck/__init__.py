@@ -9,8 +9,8 @@ rewritten (OUT/log.txt holds every part's output), so a run cut off anywhere sti
 what it did.
 
 Parts (GPU limit / dry-run limit, seconds):
-    install        30 / 20  pip install -e ".[gpu]" pytest when something is missing (torch pinned)
-    env            15 / 20  GPU, memory, driver/CUDA, torch, Triton, xformers, accelerate versions
+    install        25 / 20  pip install -e ".[gpu]" pytest when something is missing (torch pinned)
+    env            20 / 20  GPU, memory, driver/CUDA, torch, Triton, xformers, accelerate versions
     kernel_tests   80 / 45  tests/test_kernels_{attention,group_norm}.py on the real compiler
     sweep          35 / 30  random dtype/batch/layout over the base presets' real shapes vs float64
     bench          45 / 30  `vidm bench kernels --shapes` of the base presets; targets met / MISSED
@@ -39,8 +39,8 @@ class Part:
 
 
 PARTS = (
-    Part("install", "1. Install: the project, its gpu extra and pytest, where missing", 30, 20, gpu_only=False),
-    Part("env", "1. Environment: GPU, driver/CUDA, torch, Triton, xformers", 15, 20, gpu_only=False),
+    Part("install", "1. Install: the project, its gpu extra and pytest, where missing", 25, 20, gpu_only=False),
+    Part("env", "1. Environment: GPU, driver/CUDA, torch, Triton, xformers", 20, 20, gpu_only=False),
     Part("kernel_tests", "2. Kernel tests on the real GPU compiler", 80, 45),
     Part("sweep", "2. Randomised sweep of the presets' shapes vs float64", 35, 30),
     Part("bench", "3. Kernel speed: vidm bench kernels on the presets' shapes", 45, 30),

@@ -215,9 +215,9 @@ def _nvidia_smi() -> dict:
     try:
         q = subprocess.run([exe, "--query-gpu=name,memory.total,driver_version,pci.bus_id,power.limit,"
                                  "clocks.max.sm", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=15)
+                           capture_output=True, text=True, timeout=5)
         out["nvidia_smi_gpus"] = [line.strip() for line in q.stdout.strip().splitlines() if line.strip()]
-        full = subprocess.run([exe], capture_output=True, text=True, timeout=15).stdout
+        full = subprocess.run([exe], capture_output=True, text=True, timeout=5).stdout
         m = re.search(r"CUDA Version:\s*([\d.]+)", full)
         out["driver_cuda"] = m.group(1) if m else None
         m = re.search(r"Driver Version:\s*([\d.]+)", full)

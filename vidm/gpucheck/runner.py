@@ -134,7 +134,7 @@ class Runner:
         if exe is None:
             return False
         try:
-            return subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=15).returncode == 0
+            return subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=5).returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             return False
 
