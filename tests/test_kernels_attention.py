@@ -95,6 +95,39 @@ def test_bf16_gpu():
     check_against_reference(q, k, v, causal=False, short=None, seed=seed)
 
 
+# GPU-only cases (the GPU check runs them; they skip on a CPU): the base presets' shapes in bf16
+# and fp16, both paths, and fp32 where exactness is asserted (1e-4 holds only because fp32
+# inputs get input_precision="ieee" dots; TF32's 10-bit mantissa would miss it at N = 1024).
+GPU_CASES = [
+    (2, 4, 1024, 64, torch.bfloat16, False, None),  # spatial 32x32 (autoencoder mid), general path
+    (1024, 2, 16, 64, torch.bfloat16, False, None),  # temporal T=16 at 32x32 latents, packed path
+    (64, 6, 16, 64, torch.bfloat16, True, False),  # T=16, general kernels forced, causal
+    (4, 4, 256, 64, torch.bfloat16, False, None),  # spatial 16x16 (content / motion)
+    (256, 4, 16, 64, torch.float16, False, None),
+    (2, 8, 333, 128, torch.float16, True, None),  # D = 128, masked tail
+    (2, 2, 25, 32, torch.float16, False, True),  # packed path forced, fp16 tiles
+    (1, 4, 1024, 64, torch.float32, False, None),  # exact fp32 over a long sequence
+    (128, 2, 16, 32, torch.float32, False, None),  # fp32 packed path
+]
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="GPU only: compiled kernels, bf16 and the presets' sizes")
+@pytest.mark.parametrize("B,H,N,D,dtype,causal,short", GPU_CASES)
+def test_gpu_matches_reference(B, H, N, D, dtype, causal, short):
+    gen, seed = fresh_generator()
+    layout = "bnhd" if B % 2 else "bhnd"
+    q, k, v = make_qkv(B, H, N, D, dtype, gen, layout=layout)
+    check_against_reference(q, k, v, causal, short, seed=seed)
+
+
+def test_fp32_dots_are_exact():
+    # What the GPU cases above rely on: fp32 inputs never take TF32 dots.
+    from kernels.attention import _precision
+
+    assert _precision(torch.float32) == "ieee"
+    assert _precision(torch.bfloat16) == _precision(torch.float16) == "tf32"
+
+
 @pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter's limit")
 def test_bf16_in_interpreter_raises():
     q = torch.randn(1, 2, 8, 32, dtype=torch.bfloat16)

@@ -133,6 +133,27 @@ def test_bf16_gpu():
     check_against_reference(x, 32, params, "silu", seed)
 
 
+# GPU-only cases (the GPU check runs them; they skip on a CPU): the base presets' shapes in each
+# dtype, one-pass and looped kernels, NCHW, channels-last and 5-D.
+GPU_CASES = [
+    ((2, 128, 64, 64), 32, "both", None, "silu", "nchw", torch.bfloat16),  # autoencoder: looped fwd + bwd
+    ((4, 256, 32, 32), 32, "both", "both", "silu", "channels_last", torch.bfloat16),  # one-pass fwd, looped bwd
+    ((8, 512, 4, 4), 32, "both", "both", "silu", "nchw", torch.bfloat16),  # UNet bottom
+    ((4, 384, 8, 8), 32, "both", "both", None, "channels_last", torch.float16),
+    ((1, 64, 16, 32, 32), 32, "both", "both", "silu", "nchw", torch.float16),  # 5-D (B, C, T, H, W)
+    ((2, 64, 128, 128), 32, "both", None, "silu", "channels_last", torch.float32),  # large group, looped
+    ((4, 256, 16, 16), 32, "weight", "scale", "silu", "nchw", torch.float32),
+]
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="GPU only: compiled kernels at the presets' sizes")
+@pytest.mark.parametrize("shape,G,affine,modulate,act,layout,dtype", GPU_CASES)
+def test_gpu_matches_reference(shape, G, affine, modulate, act, layout, dtype):
+    gen, seed = fresh_generator()
+    x, params = make_inputs(shape, affine, modulate, layout, dtype, gen)
+    check_against_reference(x, G, params, act, seed)
+
+
 def test_large_mean_is_stable():
     # mean 1000 x std: E[x^2] - E[x]^2 would lose every digit in fp32; the kernels do not.
     gen, seed = fresh_generator()

@@ -8,6 +8,7 @@ batches, TensorBoard, validation, atomic checkpoints, exact resume, signals and 
 Run folder (`run.output_dir/run.name`):
     config.yaml          the resolved config of the latest start/resume
     metrics.jsonl        one line per logged step: step, loss, lr, grad_norm, samples_per_sec, ...
+                         (on a GPU also max_mem_gib, the peak of torch's allocated memory so far)
     tb/                  TensorBoard events (scalars, preview images)
     samples/             preview images / GIFs (step-XXXXXXX-*.png|gif)
     checkpoints/step-XXXXXXX/   full training state (train/checkpoint.py)
@@ -333,6 +334,8 @@ def train(stage_cls, args) -> int:
                     rec = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
                            "samples_per_sec": sps, "steps_per_sec": steps_per_s,
                            "step_time": step_time, **extras}
+                    if accelerator.device.type == "cuda":  # peak so far (the GPU check reports it)
+                        rec["max_mem_gib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**30
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(rec) + "\n")
                     for k, v in rec.items():

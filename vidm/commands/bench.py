@@ -20,6 +20,12 @@ def add_kernel_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="device to time on (auto: cuda if available)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per case (median is reported)")
     p.add_argument("--out", default=None, metavar="FILE.json", help="also write the results as JSON here")
+    p.add_argument("--shapes", default=None, metavar="FILE.json",
+                   help='time these shapes instead of the preset\'s: {"attention": [[label, B, H, N, D], ...], '
+                        '"group_norm": [[label, B*T, C, H, W(, groups)], ...]}')
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="also time torch.compile of the eager chain (backend default inductor; "
+                        "'eager' traces without code generation); one compile per case")
 
 
 def _kernels(args: argparse.Namespace) -> int:

@@ -1,0 +1,5 @@
+import sys
+
+from vidm.gpucheck.runner import main
+
+sys.exit(main())
