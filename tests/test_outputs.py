@@ -98,7 +98,7 @@ def _cases(s, model_dir, stages, elsewhere) -> dict[str, list[str]]:
         "generate_num": ["generate", "--frames", "3", "--num", "2", "-o", str(s / "sub"), *sample],
         "predict": ["predict", "--video", str(s / "clip.mp4"), "--frames", "2", "-o", str(s / "clip.mp4"), *sample],
         "pack": ["pack", *_pack_inputs(stages), "--size", str(SIZE),
-                 "--window", "5", "-o", str(s / "sub")],
+                 "--window", "5", "--max-span", "8", "--sigma-data", "0.5", "-o", str(s / "sub")],
         "cache_latents": ["data", "cache-latents", "--autoencoder", stages["autoencoder"], "--data", str(s),
                           "--out", str(s / "sub"), "--size", str(SIZE), "--device", "cpu"],
         "synth": ["data", "synth", "--out", str(s / "sub"), "--videos", "1", "--frames", "4", "--size", "16",
@@ -156,8 +156,8 @@ def test_an_output_that_is_an_input_is_refused(link, sandbox, model_dir, capsys)
 def test_pack_into_one_of_its_input_folders_is_refused(stages, capsys):
     motion = Path(stages["motion"])
     before = _snapshot(motion)
-    rc = main(["pack", *_pack_inputs(stages), "--size", str(SIZE), "--window", "5",
-               "-o", str(motion), "--overwrite"])
+    rc = main(["pack", *_pack_inputs(stages), "--size", str(SIZE), "--window", "5", "--max-span", "8",
+               "--sigma-data", "0.5", "-o", str(motion), "--overwrite"])
     _one_line_error(rc, capsys, "is an input")
     assert _snapshot(motion) == before
 

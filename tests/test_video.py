@@ -103,7 +103,7 @@ def test_png_folder_round_trip_is_exact_and_single_images_read(tmp_path):
 
 def test_odd_size_mp4_is_padded_with_a_warning(tmp_path):
     frames = smooth_frames(3, 33, 35)
-    with pytest.warns(UserWarning, match="padded to 34x36"):
+    with pytest.warns(UserWarning, match="35x33 padded to 36x34"):  # WxH, as everywhere else
         path = write_video(tmp_path / "odd.mp4", frames)
     back = read_clip(path)
     assert back.shape == (3, 34, 36, 3)

@@ -85,7 +85,7 @@ def test_data_info_on_one_mpeg_file(probe_root, capsys):
         capsys.readouterr()
         assert main(["data", "info", str(probe_root / name)]) == 0
         out = capsys.readouterr().out
-        assert f"1 videos, {N} frames" in out and f"{probe_root / name}: 64x48, 8 fps, {N} frames\n" in out
+        assert f"1 video, {N} frames" in out and f"{probe_root / name}: 64x48, 8 fps, {N} frames\n" in out
 
 
 def test_text_files_are_ignored_unless_their_name_says_video(probe_root, monkeypatch):

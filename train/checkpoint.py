@@ -129,6 +129,9 @@ def save_checkpoint(accelerator, run_dir: str | Path, step: int, train_state: di
 
 
 def _fsync_tree(folder: Path) -> None:
+    from vidm.outputs import usual_modes
+
+    usual_modes(folder)  # safetensors writes 0600 files
     for f in folder.rglob("*"):
         if f.is_file():
             with open(f, "rb") as fh:

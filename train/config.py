@@ -40,6 +40,9 @@ class RunConfig:
     keep_checkpoints: int = 2  # the last K step-XXXXXXX folders are kept
     progress: bool = True  # tqdm bar on the main process
     cpu: bool = False  # force CPU even where CUDA is present
+    # Seconds the step in progress gets after SIGINT/SIGTERM before the run exits without saving
+    # it (the last complete checkpoint is kept); 0 = wait for the step however long it takes.
+    stop_timeout: float = 30.0
     # A model folder (config.json + model.safetensors, e.g. runs/NAME/model or a stage of a pipeline
     # folder) whose weights start a new run: fine-tuning. Its weights must fit the run's model (which
     # may add blocks); ignored on resume.
@@ -178,9 +181,7 @@ def load_config(cls, path: str | None = None, overrides: list[str] | tuple[str, 
     raw: dict[str, Any] = {}
     src = "defaults"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{path}: config file not found")
+        p = resolve_config_path(path, _stage_of(cls))
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
@@ -199,6 +200,43 @@ def load_config(cls, path: str | None = None, overrides: list[str] | tuple[str, 
             value = text
         _set_dotted(raw, key.strip(), value, item)
     return _build(cls, raw, prefix="", src=src)
+
+
+def _presets_root() -> Path:
+    import vidm
+
+    return Path(vidm.__file__).resolve().parent / "configs"
+
+
+def _stage_of(cls) -> str | None:
+    f = {f.name: f for f in dataclasses.fields(cls)}.get("stage") if dataclasses.is_dataclass(cls) else None
+    return f.default if f is not None and isinstance(f.default, str) else None
+
+
+def presets(stage: str) -> list[str]:
+    """Names of the config presets shipped for `stage` (vidm/configs/STAGE/NAME.yaml)."""
+    return sorted(p.stem for p in (_presets_root() / stage).glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path, stage: str | None = None) -> Path:
+    """--config: a YAML file (relative to the current folder), else a preset shipped with the
+    package, found from any folder: `tiny` (the stage's preset NAME), `configs/motion/tiny.yaml`
+    or `motion/tiny.yaml` (the checkout's configs/ is the package's vidm/configs/)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    root = _presets_root()
+    tries = []
+    if stage and len(p.parts) == 1:
+        tries.append(root / stage / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml"))
+    parts = p.parts[1:] if p.parts and p.parts[0] == "configs" else p.parts
+    if parts and not p.is_absolute():
+        tries.append(root.joinpath(*parts))
+    for t in tries:
+        if t.is_file():
+            return t
+    known = f" (presets for {stage}: {', '.join(presets(stage))})" if stage and presets(stage) else ""
+    raise ConfigError(f"{path}: config file not found{known}")
 
 
 def _set_dotted(tree: dict, key: str, value: Any, item: str) -> None:

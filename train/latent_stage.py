@@ -44,6 +44,9 @@ class LatentStage(Stage):
             if ae_path and Path(ae_path).is_dir():
                 self.ae = common.load_autoencoder(ae_path, self.device)
             self.from_cache = True
+            size = cache.index.get("size") or [cfg.data.size]
+            self.latents_from = {"size": int(size[0]), "latent_scale": cache.index.get("latent_scale"),
+                                 "autoencoder": cache.index.get("autoencoder_fingerprint")}
             return tuple(cache.latent_shape)
         if not cfg.data.autoencoder:
             raise ConfigError(f"{src}: set data.latents (a latent cache) or data.autoencoder "
@@ -55,7 +58,20 @@ class LatentStage(Stage):
         self.val_set = common.VideoItems(val, with_first) if val is not None else None
         self.num_val = len(val) if val is not None else 0
         self.from_cache = False
+        from vidm.models.pretrained import latent_fingerprint
+
+        self.latents_from = {"size": int(cfg.data.size), "latent_scale": float(self.ae.config.latent_scale),
+                             "autoencoder": latent_fingerprint(self.ae)}
         return tuple(self.ae.latent_shape(cfg.data.size, cfg.data.size))
+
+    latents_from: dict = {}
+
+    def training_record(self) -> dict:
+        """config.json's "training" section of the exported model (what `vidm pack` checks): the
+        EDM sigma_data, the frame size, and the scale and autoencoder fingerprint
+        (vidm.models.pretrained.latent_fingerprint) of the latents it was trained on (None
+        where a latent cache older than fingerprints does not say)."""
+        return {"stage": self.name, "sigma_data": float(self.cfg.diffusion.sigma_data), **self.latents_from}
 
     def decode_images(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents (N, C, h, w) -> (N, 3, H, W) in [0, 1] (latent channels without an AE)."""

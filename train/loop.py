@@ -59,6 +59,11 @@ class Stage:
     def setup(self) -> None:
         raise NotImplementedError
 
+    def training_record(self) -> dict[str, Any] | None:
+        """config.json's "training" section of the exported model: the settings that define what
+        the weights mean, read by `vidm pack` (None: nothing to record)."""
+        return None
+
     def model_config(self) -> dict[str, Any]:
         """The exported model's config (a checkpoint only resumes with an equal one)."""
         return self.net.config.to_dict()
@@ -95,7 +100,9 @@ class Stage:
 
 
 def build_arg_parser(stage: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from vidm.args import Parser  # usage errors: one line, exit status 1, as for `vidm`
+
+    p = Parser(
         prog=f"train.{stage}",
         description=f"Train the {stage} model (also under `accelerate launch -m` / `torchrun -m`).",
     )
@@ -111,36 +118,183 @@ def build_arg_parser(stage: str) -> argparse.ArgumentParser:
 def main(stage_cls, argv: list[str] | None = None) -> int:
     """Entry point of `python -m train.<stage>`; returns the exit code."""
     # intermixed: overrides may come before or after --resume/--name
-    args = build_arg_parser(stage_cls.name).parse_intermixed_args(argv)
+    try:
+        args = build_arg_parser(stage_cls.name).parse_intermixed_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (said in one line)
+        return e.code if isinstance(e.code, int) else 1
     try:
         return train(stage_cls, args)
     except VidmError as e:
         print(f"train.{stage_cls.name}: error: {e}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt as e:  # a second Ctrl-C (or one before the loop's handler is set)
+        where = f"; {e.where}" if isinstance(e, _Abort) else ""
+        print(f"train.{stage_cls.name}: interrupted; stopped at once without saving{where}", file=sys.stderr,
+              flush=True)
+        return 128 + signal.SIGINT
 
 
 # ----------------------------------------------------------------------------- the loop
 
 
-class _Signals:
-    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves, and exits 0."""
+class _Abort(KeyboardInterrupt):
+    """A second Ctrl-C: stop at once, without saving (`where` names the last complete checkpoint)."""
 
-    def __init__(self):
+    def __init__(self, where: str = ""):
+        super().__init__(where)
+        self.where = where
+
+
+def _say(text: str) -> None:
+    """One line on stderr, safe inside a signal handler (no buffered stream, which the main
+    thread may be writing to: a reentrant write raises)."""
+    os.write(2, (text.rstrip("\n") + "\n").encode())
+
+
+class _Signals:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves, and exits 0.
+
+    The step in progress gets `grace` seconds (run.stop_timeout; 0 = however long it takes):
+    one that has not finished by then (a huge batch, a hung data read) is abandoned, the process
+    exits at once with status 128 + the signal number and one line naming the last complete
+    checkpoint, which is kept as it was (checkpoints are written to a temp folder and renamed,
+    so no half-written one is ever left in its place). A second Ctrl-C stops at once the same
+    way (status 130) without waiting for anything.
+    """
+
+    def __init__(self, name: str = "stage", grace: float = 0.0, last_checkpoint=None):
         self.received: int | None = None
         self._old = {}
+        self.name = name
+        self.grace = grace
+        self.last_checkpoint = last_checkpoint or (lambda: "no checkpoint was written")
+        self.step = 0  # the step in progress (1-based), for messages
+        self._timer = None
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        if self.received is not None:
+            if signum == signal.SIGINT:
+                self.disarm()
+                raise _Abort(self.last_checkpoint())  # a second Ctrl-C stops at once
+            return  # already stopping
         self.received = signum
+        wait = f"up to {self.grace:g} s" if self.grace > 0 else "however long it takes"
+        _say(f"train.{self.name}: {signal.Signals(signum).name} received; finishing step {self.step} "
+             f"({wait}), then saving (Ctrl-C again stops at once without saving)")
+        if self.grace > 0:
+            import threading
+
+            self._timer = threading.Timer(self.grace, self._expired, args=(signum,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expired(self, signum: int) -> None:
+        if self._timer is None:
+            return
+        _say(f"train.{self.name}: step {self.step} did not finish within {self.grace:g} s of "
+             f"{signal.Signals(signum).name}; exiting without saving it ({self.last_checkpoint()})")
+        os._exit(128 + signum)
+
+    def disarm(self) -> None:
+        """The step is over (the save comes next): no more deadline."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
 
     def restore(self) -> None:
+        self.disarm()
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def _available_memory(device) -> int | None:
+    """Bytes free for a step on `device`: free GPU memory, or the host's MemAvailable."""
+    import torch
+
+    override = os.environ.get(MEMORY_ENV)
+    if override:
+        return int(float(override))
+    if torch.device(device).type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except RuntimeError:
+            return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _estimate_step_memory(stage: "Stage", cfg, accelerator) -> tuple[int, int]:
+    """(bytes per example, bytes independent of the batch) of one training step, estimated from
+    one forward pass on one example: the outputs of every layer (what backward keeps, roughly)
+    plus the example itself; and the parameters 5 times over (weights, gradients, two Adam
+    moments, the EMA copy). No state changes: the RNG is restored and nothing is trained."""
+    import torch
+
+    from train.batches import step_generator
+
+    net = stage.net
+    total = [0]
+
+    def hook(module, inputs, output):
+        for t in (output if isinstance(output, (tuple, list)) else (output,)):
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.random.fork_rng(devices=[accelerator.device] if accelerator.device.type == "cuda" else []):
+            example = stage.collate([stage.train_set[(0, 0)]])
+            data = sum(v.numel() * v.element_size() for v in example.values() if isinstance(v, torch.Tensor))
+            batch = stage.to_device(example)
+            with torch.no_grad(), accelerator.autocast():
+                stage.loss(stage.wrap(net), batch, step_generator(cfg.run.seed, 0, 0, 0))
+    finally:
+        for h in handles:
+            h.remove()
+    params = sum(p.numel() * 4 for p in net.parameters())
+    return total[0] + data, 5 * params
+
+
+def _check_batch(stage: "Stage", cfg, accelerator, world: int, src: str) -> None:
+    """Before step 1, one line each: a global batch larger than the training set, and a step that
+    looks too big for the memory there is (an estimate; training still starts)."""
+    if not accelerator.is_main_process:
+        return
+    name, d = stage.name, cfg.data
+    global_batch = d.batch_size * world * cfg.run.grad_accum
+    if global_batch > stage.num_train:
+        print(f"train.{name}: warning: a step takes {global_batch} examples (data.batch_size {d.batch_size}"
+              f"{f' x {world} processes' if world > 1 else ''}{f' x run.grad_accum {cfg.run.grad_accum}' if cfg.run.grad_accum > 1 else ''}), "
+              f"more than the {stage.num_train} training examples: every step repeats examples", file=sys.stderr,
+              flush=True)
+    try:
+        per_example, fixed = _estimate_step_memory(stage, cfg, accelerator)
+    except Exception as e:  # an estimate must never stop training; the step itself will say what is wrong
+        print(f"train.{name}: could not estimate the memory of a step ({type(e).__name__}: {e})", file=sys.stderr)
+        return
+    need = fixed + per_example * d.batch_size
+    have = _available_memory(accelerator.device)
+    if have is not None and need > have:
+        fit = max(0, (have - fixed) // max(per_example, 1))
+        print(f"train.{name}: warning: a step of data.batch_size {d.batch_size} needs about {need / 2**30:.1f} GiB "
+              f"(estimated), more than the {have / 2**30:.1f} GiB available on {accelerator.device}; about {fit} "
+              f"examples fit (lower data.batch_size, raising run.grad_accum for the same global batch)",
+              file=sys.stderr, flush=True)
+
+
+# Test hook: bytes of memory to report as available (instead of the machine's).
+MEMORY_ENV = "VIDM_TEST_AVAILABLE_MEMORY"
 
 
 def _lr_factor(warmup: int):
@@ -215,6 +369,8 @@ def train(stage_cls, args) -> int:
     global_batch = cfg.data.batch_size * world * cfg.run.grad_accum
     _freeze(stage.net, cfg.run.trainable, args.config, stage.name if is_main else None)
 
+    _check_batch(stage, cfg, accelerator, world, args.config)
+
     # ---- model, optimizer, schedule, EMA
     torch.manual_seed(cfg.run.seed)  # stages seed their own init too; this covers the rest
     net = stage.net
@@ -273,11 +429,15 @@ def train(stage_cls, args) -> int:
             hook = getattr(stage, "before_export", None)
             if hook is not None:
                 hook(ema.model)
-            ema.model.save_pretrained(run_dir / "model")
+            ema.model.save_pretrained(run_dir / "model", training=stage.training_record())
         accelerator.wait_for_everyone()
         return path
 
-    signals = _Signals()
+    def last_checkpoint() -> str:
+        kept = ckpt_lib.list_checkpoints(run_dir)
+        return f"last complete checkpoint: {kept[-1]}" if kept else "no checkpoint was written"
+
+    signals = _Signals(stage.name, cfg.run.stop_timeout, last_checkpoint)
     signals.install()
     step = start_step
     last_saved = start_step if resume_from is not None else None
@@ -286,6 +446,7 @@ def train(stage_cls, args) -> int:
     sps = steps_per_s = 0.0
     try:
         while step < cfg.run.steps:
+            signals.step = step + 1
             module.train()
             t0 = time.perf_counter()
             losses, extras = [], {}
@@ -358,6 +519,8 @@ def train(stage_cls, args) -> int:
             if world > 1:
                 flag = torch.tensor([1.0 if stop else 0.0], device=accelerator.device)
                 stop = bool(accelerator.reduce(flag, "sum").item() > 0)
+            if stop:
+                signals.disarm()  # the step is done: the save that follows is not cut short
             if (cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0) or step == cfg.run.steps or stop:
                 save(step)
                 last_saved = step
@@ -394,6 +557,10 @@ def _check_run_config(cfg, src: str) -> None:
         raise ConfigError(f"{src}: ema.decay must be in [0, 1), got {cfg.ema.decay}")
     if not cfg.optim.lr > 0:
         raise ConfigError(f"{src}: optim.lr must be > 0, got {cfg.optim.lr}")
+    if not 0 <= r.seed <= 2**63 - 1:
+        raise ConfigError(f"{src}: run.seed must be an integer from 0 to 2**63-1, got {r.seed}")
+    if not (r.stop_timeout >= 0 and math.isfinite(r.stop_timeout)):
+        raise ConfigError(f"{src}: run.stop_timeout must be a finite number of seconds >= 0, got {r.stop_timeout}")
     if not r.name or "/" in r.name:
         raise ConfigError(f"{src}: run.name must be a plain folder name, got {r.name!r}")
 

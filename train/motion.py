@@ -54,6 +54,16 @@ class MotionStage(LatentStage):
         torch.manual_seed(cfg.run.seed)
         self.net = MotionUNet(net_cfg).to(self.device)
 
+    def training_record(self) -> dict:
+        """Besides the latent stage's record: the window (frames per training clip), the frame
+        stride(s) and the longest time span of a window, `(window - 1) * max stride` (model times
+        are source-frame positions, so one output frame per source frame is frame_step 1)."""
+        d = self.cfg.data
+        stride = list(d.stride) if isinstance(d.stride, (list, tuple)) else int(d.stride)
+        stride_max = max(stride) if isinstance(stride, list) else stride
+        return {**super().training_record(), "window": int(d.num_frames), "stride": stride,
+                "max_span": float((d.num_frames - 1) * stride_max), "frame_step": 1.0}
+
     def latents_of(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x0 (B, T, C, h, w), anchor (B, C, h, w), times (B, T))."""
         if self.from_cache:

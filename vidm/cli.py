@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from vidm import __version__
+from vidm.args import USAGE_EXIT, Parser
 from vidm.errors import VidmError
 
 # Order here is the order in `vidm --help`.
@@ -23,7 +24,8 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """Every `vidm` command; usage errors are one line and exit status 1 (`vidm.args.Parser`)."""
+    parser = Parser(
         prog="vidm",
         description="Diffusion video generation and frame interpolation.",
     )
@@ -36,12 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help / --version (0) or a usage error (USAGE_EXIT, said in one line)
+        return e.code if isinstance(e.code, int) else USAGE_EXIT
     func = getattr(args, "func", None)
     if func is None:
         # `vidm` or `vidm data` alone: show the relevant help.
         (getattr(args, "_parser", None) or parser).print_help(sys.stderr)
-        return 2
+        return USAGE_EXIT
     try:
         return int(func(args) or 0)
     except VidmError as e:

@@ -39,6 +39,33 @@ BOOKKEEPING = frozenset({MARKER, ".vidm_index.json"})
 # ---------------------------------------------------------------------- vidm's own folders
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def usual_modes(root: Path) -> None:
+    """Give `root` (a file, or a folder and everything under it, all written by vidm) the modes
+    a plain `open` / `mkdir` gives under the current umask: temp-file helpers (mkdtemp, mkstemp,
+    safetensors) make 0700 folders and 0600 files that nobody else can read."""
+    root = Path(root)
+    mask = _umask()
+    if not root.is_dir():
+        os.chmod(root, 0o666 & ~mask)
+        return
+    os.chmod(root, 0o777 & ~mask)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            p = os.path.join(dirpath, d)
+            if not os.path.islink(p):
+                os.chmod(p, 0o777 & ~mask)
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                os.chmod(p, 0o666 & ~mask)
+
+
 def _unreadable(e: OSError):
     # A subfolder vidm cannot list may hold anything: never treat it as empty.
     raise OutputError(f"{e.filename}: cannot read it ({e.strerror}); not replaced")

@@ -25,13 +25,14 @@ def atomic_write_dir(dest: str | os.PathLike, write_fn) -> Path:
     An existing `dest` is replaced only when it is vidm's own (see `vidm.outputs.replace_folder`):
     a folder holding files vidm did not write is an OutputError and stays as it was.
     """
-    from vidm.outputs import replace_folder
+    from vidm.outputs import replace_folder, usual_modes
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
         write_fn(tmp)
+        usual_modes(tmp)  # mkdtemp made it 0700 and safetensors writes 0600: others could not read them
         for f in tmp.rglob("*"):
             if f.is_file():
                 with open(f, "rb") as fh:

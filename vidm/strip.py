@@ -57,11 +57,11 @@ def save_strip(path, rows: Sequence[np.ndarray], labels: Sequence[str] | None = 
     img = Image.fromarray(make_strip(rows, labels, **kw))
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
+    from vidm.outputs import usual_modes
+
     fd, tmp = tempfile.mkstemp(prefix=".strip-", suffix=".png", dir=d)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; an output file gets the usual mode
+    usual_modes(tmp)  # mkstemp makes 0600; an output file gets the usual mode
     try:
         img.save(tmp, format="PNG")
         os.replace(tmp, path)

@@ -31,7 +31,6 @@ import re
 import shutil
 import tempfile
 import uuid
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Union
 
 import numpy as np
 
-from vidm.errors import NotEnoughFramesError, ShapeError, VideoError
+from vidm.errors import NotEnoughFramesError, ShapeError, VideoError, warn
 
 PathLike = Union[str, os.PathLike]
 Size = Union[int, tuple[int, int], None]
@@ -269,17 +268,38 @@ def _stream_fps(stream) -> float | None:
 
 
 def read_image(path: PathLike, size: Size = None) -> np.ndarray:
-    """One image file -> uint8 (H, W, 3) RGB (alpha dropped, greyscale expanded)."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file -> uint8 (H, W, 3) RGB, as an image viewer shows it: turned upright by its
+    EXIF orientation (phone photos), alpha dropped, greyscale expanded, 16-bit images scaled to
+    8 bits (65535 -> 255) and floating-point images read as [0, 1] (clipped) -> [0, 255]."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     _check_exists(path)
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+            im = ImageOps.exif_transpose(im)  # a copy turned upright (or `im` when no EXIF says so)
+            arr = _image_to_rgb8(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise VideoError(f"{path}: not a readable image ({_short(e)})") from None
     return resize_crop(arr, size)
+
+
+def _image_to_rgb8(im) -> np.ndarray:
+    """A PIL image of any mode -> uint8 (H, W, 3). Pillow's own convert("RGB") clips 16-bit and
+    32-bit samples to 255 (a 16-bit greyscale PNG comes out white) and truncates floats (a
+    [0, 1] float TIFF comes out black): those modes are scaled here instead."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im)
+        if mode == "F" or a.dtype.kind == "f":
+            a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+            grey = np.clip(a, 0.0, 1.0) * 255.0
+        else:
+            # 16-bit samples (I;16*, or "I" holding a 16-bit PNG / TIFF): 0..65535 -> 0..255.
+            grey = np.clip(a.astype(np.float64), 0, 65535) / 257.0
+        g = np.rint(grey).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
 
 
 def read_video_info(path: PathLike, verify: bool = False) -> VideoInfo:
@@ -355,13 +375,16 @@ def _count_packets(path: Path) -> int:
 
 
 def read_clip(path: PathLike, start: int = 0, num_frames: int | None = None, stride: int = 1,
-              size: Size = None) -> np.ndarray:
+              size: Size = None, partial: bool = False) -> np.ndarray:
     """Frames `start, start + stride, ...` of a video -> uint8 (T, H, W, 3).
 
     `num_frames=None` reads to the end. `size`: int (resize the short side, centre-crop a
     square), (H, W) (resize to cover, centre-crop) or None (native size).
     Frames are counted as they decode, whatever the header says: a request inside what
-    decodes works, one past it is NotEnoughFramesError.
+    decodes works, one past it is NotEnoughFramesError, unless `partial`: then `num_frames`
+    means "at most" and a video that ends first gives the frames it has (at least one).
+    Only the frames asked for are decoded from a seek point on and kept: memory is bounded by
+    the request, not by the video.
     Raises VideoError (missing, not a video, no frame decodes) or NotEnoughFramesError.
     """
     path = Path(path)
@@ -371,15 +394,44 @@ def read_clip(path: PathLike, start: int = 0, num_frames: int | None = None, str
                                    f"num_frames={num_frames} stride={stride}")
     size = _normalize_size(size)
     if path.is_dir():
-        return _read_image_folder(path, start, num_frames, stride, size)
+        return _read_image_folder(path, start, num_frames, stride, size, partial)
     if is_image_file(path):
-        return _read_image_folder_list(path, [path], start, num_frames, stride, size)
-    return _read_container(path, start, num_frames, stride, size)
+        return _read_image_folder_list(path, [path], start, num_frames, stride, size, partial)
+    return _read_container(path, start, num_frames, stride, size, partial)
+
+
+def read_last_frames(path: PathLike, num_frames: int, size: Size = None) -> np.ndarray:
+    """The last `num_frames` frames that decode (all of them when the video is shorter) ->
+    uint8 (T, H, W, 3), keeping at most `num_frames` frames in memory whatever the video's
+    length. Seeks to where the header's frame count puts them and decodes to the end; where the
+    header promises frames that are not there, counts from the start instead."""
+    path = Path(path)
+    _check_exists(path)
+    if num_frames < 1:
+        raise NotEnoughFramesError(f"{path}: invalid frame request num_frames={num_frames}")
+    size = _normalize_size(size)
+    if path.is_dir() or is_image_file(path):
+        total = read_video_info(path).num_frames
+        return read_clip(path, max(0, total - num_frames), size=size)
+    info = read_video_info(path)  # the header's count: a hint, checked by what decodes
+    start = max(0, (info.header_frames or 0) - num_frames)
+    if start > 0:
+        try:
+            frames = _read_container(path, start, None, 1, size, keep_last=num_frames)
+            if len(frames) == num_frames:
+                return frames
+        except NotEnoughFramesError:
+            pass  # the header promised more frames than decode
+    return _read_container(path, 0, None, 1, size, keep_last=num_frames)
 
 
 def _wanted_indices(path: Path, total: int | None, start: int, num_frames: int | None,
-                    stride: int) -> list[int] | None:
+                    stride: int, partial: bool = False) -> list[int] | None:
     """Frame indices to read, or None when the count is unknown and num_frames is None."""
+    if partial and num_frames is not None and total is not None:
+        if start >= total:
+            raise NotEnoughFramesError(f"{path}: start frame {start} is past the end ({total} frames)")
+        num_frames = min(num_frames, (total - 1 - start) // stride + 1)
     if num_frames is None:
         if total is None:
             return None
@@ -398,23 +450,25 @@ def _too_few(path: Path, start: int, num_frames: int, stride: int, total: int) -
             f"({num_frames} frames from {start}, stride {stride}) but has {total} frames")
 
 
-def _read_image_folder(folder: Path, start, num_frames, stride, size) -> np.ndarray:
+def _read_image_folder(folder: Path, start, num_frames, stride, size, partial=False) -> np.ndarray:
     frames = list_image_frames(folder)
     if not frames:
         raise VideoError(f"{folder}: folder holds no image frames")
-    return _read_image_folder_list(folder, frames, start, num_frames, stride, size)
+    return _read_image_folder_list(folder, frames, start, num_frames, stride, size, partial)
 
 
 def _read_image_folder_list(path: Path, frames: list[Path], start, num_frames, stride,
-                            size) -> np.ndarray:
-    wanted = _wanted_indices(path, len(frames), start, num_frames, stride)
+                            size, partial=False) -> np.ndarray:
+    wanted = _wanted_indices(path, len(frames), start, num_frames, stride, partial)
     out = [read_image(frames[i], size) for i in wanted]
     if len({a.shape for a in out}) > 1:
         raise VideoError(f"{path}: frames differ in size; pass size= to resize them")
     return np.stack(out)
 
 
-def _read_container(path: Path, start, num_frames, stride, size) -> np.ndarray:
+def _read_container(path: Path, start, num_frames, stride, size, partial=False,
+                    keep_last: int | None = None) -> np.ndarray:
+    """`keep_last`: keep only the last that many of the frames read (a bounded buffer)."""
     import av
 
     # The header's frame count is not trusted (it can promise frames that do not decode): the
@@ -427,7 +481,7 @@ def _read_container(path: Path, start, num_frames, stride, size) -> np.ndarray:
         result = None
         if container.format.name != "gif" and stream.time_base and _stream_fps(stream):
             try:
-                result = _decode_seeking(container, stream, wanted, start, stride, size)
+                result = _decode_seeking(container, stream, wanted, start, stride, size, keep_last)
             except av.FFmpegError:
                 result = None  # the seek itself failed
         if result is None:  # timestamps unusable: count frames from the start instead
@@ -438,7 +492,7 @@ def _read_container(path: Path, start, num_frames, stride, size) -> np.ndarray:
                 container = _open(path)
                 stream = _video_stream(container)
                 _set_threads(stream)
-            result = _decode_counting(container, stream, wanted, start, stride, size)
+            result = _decode_counting(container, stream, wanted, start, stride, size, keep_last)
     except av.FFmpegError as e:
         raise VideoError(f"{path}: corrupt video ({_short(e)})") from None
     finally:
@@ -446,19 +500,26 @@ def _read_container(path: Path, start, num_frames, stride, size) -> np.ndarray:
     out, n_seen = result
     if n_seen == 0:
         raise VideoError(f"{path}: no frame decodes")
-    if wanted is not None and len(out) < len(wanted):
+    if wanted is not None and len(out) < len(wanted) and not (partial and out):
         raise NotEnoughFramesError(_too_few(path, start, len(wanted), stride, n_seen))
     if not out:
         raise NotEnoughFramesError(f"{path}: start frame {start} is past the end "
                                    f"({n_seen} frames)")
-    return np.stack(out)
+    return np.stack(list(out))
 
 
 _REORDER = 16  # frames decoded past the last wanted one, at most, to check a window's timestamps
 _LATE = object()
 
 
-def _decode_seeking(container, stream, wanted, start, stride, size) -> tuple[list, int] | None:
+def _frame_buffer(keep_last: int | None):
+    from collections import deque
+
+    return [] if keep_last is None else deque(maxlen=keep_last)
+
+
+def _decode_seeking(container, stream, wanted, start, stride, size,
+                    keep_last=None) -> tuple[list, int] | None:
     """Seek to the keyframe before `start` and decode forward. Returns (frames,
     1 + last index decoded), or None when the timestamps cannot be trusted to number the
     frames: then the caller counts frames from the start.
@@ -475,7 +536,7 @@ def _decode_seeking(container, stream, wanted, start, stride, size) -> tuple[lis
         t = Fraction(start) / rate - back
         target = (stream.start_time or 0) + int(max(t, 0) / stream.time_base)
         container.seek(target, stream=stream, backward=True, any_frame=False)
-        result = _decode_window(container, stream, wanted, start, stride, size)
+        result = _decode_window(container, stream, wanted, start, stride, size, keep_last)
         if result is not _LATE:
             return result
         if t <= 0:
@@ -483,10 +544,10 @@ def _decode_seeking(container, stream, wanted, start, stride, size) -> tuple[lis
     return None
 
 
-def _decode_window(container, stream, wanted, start, stride, size):
+def _decode_window(container, stream, wanted, start, stride, size, keep_last=None):
     fps, tb, t0 = _stream_fps(stream), stream.time_base, stream.start_time or 0
     last = None if wanted is None else wanted[-1]
-    out, seen, base, n = [], set(), None, 0
+    out, seen, base, n = _frame_buffer(keep_last), set(), None, 0
     for frame in _decoded(container, stream):
         if frame.pts is None:
             return None
@@ -516,8 +577,9 @@ def _decode_window(container, stream, wanted, start, stride, size):
     return out, base + n
 
 
-def _decode_counting(container, stream, wanted, start, stride, size) -> tuple[list, int]:
-    out, n_seen = [], 0
+def _decode_counting(container, stream, wanted, start, stride, size,
+                     keep_last=None) -> tuple[list, int]:
+    out, n_seen = _frame_buffer(keep_last), 0
     last = None if wanted is None else wanted[-1]
     for idx, frame in enumerate(_decoded(container, stream)):
         n_seen = idx + 1
@@ -539,6 +601,15 @@ def _as_frames(frames) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def written_size(path: PathLike, height: int, width: int) -> tuple[int, int]:
+    """(H, W) of the frames `write_video` stores for frames of `height` x `width` at `path`:
+    H.264 / VP9 files (yuv420p) round odd sizes up by one edge-replicated row / column; GIF and
+    png frames keep the size."""
+    if Path(path).suffix.lower() in _WRITE_CODECS:
+        return height + height % 2, width + width % 2
+    return height, width
+
+
 def write_video(path: PathLike, frames, fps: float = 8, crf: int = 18, gop: int = 16,
                 threads: int = 1) -> Path:
     """Write uint8 (T, H, W, 3) frames, atomically. The format follows the path:
@@ -553,8 +624,8 @@ def write_video(path: PathLike, frames, fps: float = 8, crf: int = 18, gop: int 
     """
     path = Path(path)
     arr = _as_frames(frames)
-    if not fps or fps <= 0:
-        raise VideoError(f"{path}: fps must be positive, got {fps}")
+    if not isinstance(fps, (int, float, np.integer, np.floating)) or not np.isfinite(fps) or fps <= 0:
+        raise VideoError(f"{path}: fps must be a finite number > 0, got {fps}")
     suffix = path.suffix.lower()
     if suffix == "":
         _write_png_folder(path, arr)
@@ -589,10 +660,10 @@ def _write_container(tmp: Path, arr: np.ndarray, fps, codec, crf, gop, threads,
 
     T, H, W, _ = arr.shape
     if H % 2 or W % 2:
-        warnings.warn(f"{path}: {H}x{W} padded to {H + H % 2}x{W + W % 2} "
-                      f"(yuv420p needs even sizes)", stacklevel=4)
-        arr = np.pad(arr, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")
-        H, W = arr.shape[1:3]
+        H2, W2 = written_size(path, H, W)
+        warn(f"{path}: {W}x{H} padded to {W2}x{H2} (yuv420p needs even sizes)")
+        arr = np.pad(arr, ((0, 0), (0, H2 - H), (0, W2 - W), (0, 0)), mode="edge")
+        H, W = H2, W2
     # bitexact: no random or version-dependent header fields (Matroska/WebM write random
     # segment and track UIDs without it), so the same frames give the same bytes.
     options = {"fflags": "+bitexact"}
@@ -628,6 +699,12 @@ def _write_gif(tmp: Path, arr: np.ndarray, fps) -> None:
                    duration=max(20, round(1000 / fps)), loop=0)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_png_folder(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
 
@@ -640,6 +717,7 @@ def _write_png_folder(path: Path, arr: np.ndarray) -> None:
         raise VideoError(f"{path}: parent folder does not exist")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: others could not read the frames
         digits = max(5, len(str(len(arr) - 1)))
         for i, frame in enumerate(arr):
             Image.fromarray(frame).save(tmp / f"{i:0{digits}d}.png")
@@ -650,6 +728,6 @@ def _write_png_folder(path: Path, arr: np.ndarray) -> None:
 
 
 __all__ = ["iter_decoded", "VideoInfo", "NotAVideoError", "VIDEO_EXTS", "IMAGE_EXTS", "NOT_VIDEO_EXTS",
-           "read_clip", "read_video_info", "read_image", "write_video", "resize_crop",
+           "read_clip", "read_last_frames", "written_size", "read_video_info", "read_image", "write_video", "resize_crop",
            "list_image_frames", "is_video_file", "is_video_candidate", "has_video_ext",
            "is_image_file"]

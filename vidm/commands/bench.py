@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 
+from vidm import args as argtypes
+
 
 def add_kernel_bench_arguments(p: argparse.ArgumentParser) -> None:
     """Options of the kernel benchmark; shared with `python -m kernels.bench` (kept here, in a
@@ -42,8 +44,32 @@ def _register_kernels(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_kernels)
 
 
+MODEL_KINDS = ("autoencoder", "content", "motion")
+MODEL_DTYPES = ("fp32", "bf16")
+
+
+def _names(flag: str, text: str, known) -> list[str]:
+    """A comma-separated list of known names, or a one-line ConfigError naming the flag."""
+    from vidm.errors import ConfigError
+
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    bad = [n for n in names if n not in known]
+    if bad or not names:
+        raise ConfigError(f"{flag} {text!r}: {'unknown ' + ', '.join(repr(b) for b in bad) if bad else 'nothing given'}"
+                          f" (choose from {', '.join(known)})")
+    return names
+
+
 def _models(args: argparse.Namespace) -> int:
     from vidm.models.bench import main
+    from vidm.models.presets import preset_names
+    from vidm.pipeline.pipeline import resolve_device
+
+    args.kinds = ",".join(_names("--kinds", args.kinds, MODEL_KINDS))
+    known = sorted(set.intersection(*(set(preset_names(k)) for k in args.kinds.split(","))))
+    args.presets = ",".join(_names("--presets", args.presets, known))
+    args.dtypes = ",".join(_names("--dtypes", args.dtypes, MODEL_DTYPES))
+    resolve_device(args.device)  # e.g. cuda on a CPU-only build: one line
 
     argv = ["--presets", args.presets, "--kinds", args.kinds, "--dtypes", args.dtypes, "--repeats", str(args.repeats),
             "--device", args.device]
@@ -59,9 +85,10 @@ def _register_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--presets", default="tiny,base", help="comma-separated presets (default tiny,base)")
     p.add_argument("--kinds", default="autoencoder,content,motion", help="comma-separated model kinds")
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
-    p.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
+    p.add_argument("--repeats", type=argtypes.positive_int, default=3, help="timed repetitions (median reported)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--threads", type=argtypes.positive_int, default=None,
+                   help="torch intra-op threads (default: torch's)")
     p.set_defaults(func=_models)
 
 

@@ -26,7 +26,7 @@ def add_cache_latents(data_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="stored dtype")
     p.add_argument("--chunk-size", type=int, default=32, metavar="N", help="frames per encoder call")
     p.add_argument("--shard-mb", type=int, default=256, metavar="MB", help="target shard size")
-    p.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     add_overwrite_arg(p)
     p.set_defaults(func=run)
 
@@ -37,8 +37,12 @@ def run(args) -> int:
     from vidm.data.latents import cache_latents
     from vidm.errors import ConfigError
 
+    from vidm.args import plural
+    from vidm.pipeline.pipeline import resolve_device
+
     if args.size < 1 or args.chunk_size < 1 or args.shard_mb < 1 or (args.max_frames is not None and args.max_frames < 1):
         raise ConfigError("--size, --chunk-size, --shard-mb and --max-frames must be >= 1")
+    resolve_device(args.device)  # e.g. --device cuda on a CPU-only build: one line, before any work
     plan = OutputPlan([args.autoencoder, args.data], overwrite=args.overwrite)
     out = plan.folder(args.out, make_parents=True)
     plan.check()
@@ -46,8 +50,8 @@ def run(args) -> int:
         index = cache_latents(args.autoencoder, args.data, temp[out], size=args.size, max_frames=args.max_frames,
                               chunk_size=args.chunk_size, dtype=args.dtype, device=args.device,
                               shard_mb=args.shard_mb, progress=sys.stderr.isatty())
-    print(f"{args.out}: {len(index['videos'])} videos, {index['num_frames']} frames, latents "
-          f"{tuple(index['latent_shape'])}, {len(index['shards'])} shard(s), {len(index['skipped'])} skipped")
+    print(f"{args.out}: {plural(len(index['videos']), 'video')}, {plural(index['num_frames'], 'frame')}, latents "
+          f"{tuple(index['latent_shape'])}, {plural(len(index['shards']), 'shard')}, {len(index['skipped'])} skipped")
     return 0
 
 
@@ -58,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from vidm.errors import VidmError
 
-    parser = argparse.ArgumentParser(prog="vidm data")
+    from vidm.args import Parser
+
+    parser = Parser(prog="vidm data")
     add_cache_latents(parser.add_subparsers(dest="data_command", required=True))
     args = parser.parse_args(["cache-latents", *(sys.argv[1:] if argv is None else argv)])
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from vidm import args as argtypes
+from vidm.args import plural
 from vidm.outputs import OutputPlan, add_overwrite_arg
 
 
@@ -21,13 +23,13 @@ def _add_synth(dsub) -> None:
                     "shape, size, depth and visibility. Same seed -> same videos, whatever "
                     "the worker count.")
     p.add_argument("--out", required=True, help="output folder (created; written whole, at the end)")
-    p.add_argument("--videos", type=int, default=8, help="number of videos (default 8)")
-    p.add_argument("--frames", type=int, default=24, help="frames per video (default 24)")
-    p.add_argument("--size", type=int, default=64, help="frame height = width, even (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--videos", type=argtypes.positive_int, default=8, help="number of videos (default 8)")
+    p.add_argument("--frames", type=argtypes.positive_int, default=24, help="frames per video (default 24)")
+    p.add_argument("--size", type=argtypes.positive_int, default=64, help="frame height = width, even (default 64)")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="random seed, 0 to 2**63-1 (default 0)")
+    p.add_argument("--workers", type=argtypes.int_at_least(0), default=0,
                    help="render in this many processes (default 0: in this process)")
-    p.add_argument("--fps", type=float, default=8, help="frame rate of the mp4 files (default 8)")
+    p.add_argument("--fps", type=argtypes.positive_float, default=8, help="frame rate of the mp4 files (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_overwrite_arg(p)
     p.set_defaults(func=run_synth)
@@ -91,7 +93,7 @@ def run_synth(args: argparse.Namespace) -> int:
         paths = generate_dataset(temp[out], args.videos, frames=args.frames, size=args.size,
                                  seed=args.seed, workers=args.workers, fps=args.fps,
                                  progress=not args.quiet)
-    print(f"wrote {len(paths)} videos ({args.frames} frames, {args.size}x{args.size}) + JSON "
+    print(f"wrote {plural(len(paths), 'video')} ({plural(args.frames, 'frame')}, {args.size}x{args.size}) + JSON "
           f"to {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -103,7 +105,7 @@ def _video_line(v) -> str:
     """One video for `vidm data info`: size, fps, decoded frames and, where it differs, the
     container header's count ("455 frames; container says 456")."""
     fps = f"{v.fps:.3f}".rstrip("0").rstrip(".") + " fps" if v.fps else "fps unknown"
-    line = f"{v.path}: {v.width}x{v.height}, {fps}, {v.num_frames} frames"
+    line = f"{v.path}: {v.width}x{v.height}, {fps}, {plural(v.num_frames, 'frame')}"
     if _header_differs(v):
         line += f"; container says {v.header_frames}"
     return line
@@ -151,7 +153,7 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     elif videos:
         s = summary
-        print(f"{path}: {s['videos']} videos, {s['frames']} frames")
+        print(f"{path}: {plural(s['videos'], 'video')}, {plural(s['frames'], 'frame')}")
         print(f"  frames per video: min {s['frames_min']}, max {s['frames_max']}")
         print(f"  resolution (WxH): {s['width_min']}x{s['height_min']}"
               + ("" if (s["width_min"], s["height_min"]) == (s["width_max"], s["height_max"])

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from vidm import args as argtypes
 from vidm.commands.sample import add_infill_args, load_pipeline
 from vidm.errors import ConfigError
 from vidm.outputs import OutputPlan, add_overwrite_arg
@@ -22,11 +23,13 @@ DEFAULT_METHODS = "model,crossfade,flow"
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and sampling")
     g.add_argument("--model", default=None, help="pipeline folder, or the name of a bundled one (default: the bundled synth-tiny)")
-    g.add_argument("--steps", type=int, default=None, help="solver steps per window (default: the model's)")
+    g.add_argument("--steps", type=argtypes.int_at_least(1, 10000), default=None,
+                   help="solver steps per window (default: the model's)")
     g.add_argument("--sampler", default=None, help="euler, heun, dpmpp_2m or euler_ancestral (default: the model's)")
-    g.add_argument("--guidance", type=float, default=None, help="guidance on the input frames (default: the model's)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    g.add_argument("--clip-seed", type=int, default=0,
+    g.add_argument("--guidance", type=argtypes.float_in(0.0, 100.0), default=None,
+                   help="guidance on the input frames, 0 to 100 (default: the model's)")
+    g.add_argument("--seed", type=argtypes.seed, default=0, help="sampling seed, 0 to 2**63-1 (default 0)")
+    g.add_argument("--clip-seed", type=argtypes.seed, default=0,
                    help="seed of the clip choice, separate from --seed so the clips stay fixed (default 0)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -206,7 +209,9 @@ def run_interpolate(args) -> int:
                           progress=not args.quiet)
         read_s = time.perf_counter() - t0
         if len(clips) < args.clips and size == sizes[0]:
-            print(f"vidm: {args.data} holds only {len(clips)} distinct clips of {max(gaps) + 1} frames; "
+            from vidm.args import plural
+
+            print(f"vidm: {args.data} holds only {plural(len(clips), 'distinct clip')} of {max(gaps) + 1} frames; "
                   f"evaluating those", file=sys.stderr)
         result = evaluate_interpolation(clips, gaps, methods, pipe=pipe, samples=args.samples, seed=args.seed,
                                         steps=args.steps, sampler=args.sampler, guidance=args.guidance,

@@ -6,24 +6,30 @@ import argparse
 import sys
 from pathlib import Path
 
+from vidm import args as argtypes
+from vidm.args import plural
 from vidm.errors import ConfigError, VideoError
 from vidm.outputs import OutputPlan, add_overwrite_arg
 
 OUTPUT_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".gif", "")
+MAX_STEPS = 10000
+MAX_GUIDANCE = 100.0
 
 
 def _add_common(p: argparse.ArgumentParser, samples: bool = True) -> None:
     g = p.add_argument_group("model and sampling")
     g.add_argument("--model", default=None, help="pipeline folder, or the name of a bundled one (default: the bundled synth-tiny)")
-    g.add_argument("--steps", type=int, default=None, help="solver steps per window (default: the model's, 20)")
+    g.add_argument("--steps", type=argtypes.int_at_least(1, MAX_STEPS), default=None,
+                   help="solver steps per window (default: the model's, 20)")
     g.add_argument("--sampler", default=None,
                    help="euler, heun, dpmpp_2m or euler_ancestral (default: the model's, dpmpp_2m)")
-    g.add_argument("--guidance", type=float, default=None,
-                   help="guidance scale on the input frames, 1 = off (default: the model's)")
-    g.add_argument("--seed", type=int, default=0,
-                   help="random seed; same seed + device + settings = same frames and same file bytes (default 0)")
+    g.add_argument("--guidance", type=argtypes.float_in(0.0, MAX_GUIDANCE), default=None,
+                   help=f"guidance scale on the input frames, 0 to {MAX_GUIDANCE:g}; 1 = off (default: the model's)")
+    g.add_argument("--seed", type=argtypes.seed, default=0,
+                   help="random seed, 0 to 2**63-1; same seed + device + settings = same frames and same file "
+                        "bytes (default 0)")
     if samples:
-        g.add_argument("--samples", type=int, default=1,
+        g.add_argument("--samples", type=argtypes.positive_int, default=1,
                        help="different answers for the same inputs, written as OUT_s0, OUT_s1, ... (default 1)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
@@ -31,7 +37,8 @@ def _add_common(p: argparse.ArgumentParser, samples: bool = True) -> None:
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", required=True,
                    help="output video: .mp4, .webm, .mkv, .mov, .gif, or a folder path (png frames)")
-    o.add_argument("--fps", type=float, default=None, help="output frame rate (default: the model's or the input's)")
+    o.add_argument("--fps", type=argtypes.positive_float, default=None,
+                   help="output frame rate, > 0 (default: the model's or the input's)")
     o.add_argument("--strip", default=None, metavar="PNG", help="also write a side-by-side strip of inputs and results")
     add_overwrite_arg(o)
     o.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -43,7 +50,7 @@ def add_infill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init", default=None, choices=["splat", "noise"],
                    help="where the solver starts: splat = the end frames moved to each in-between time by "
                         "global matching, plus noise at --init-sigma; noise = pure noise (default: the model's, splat)")
-    g.add_argument("--init-sigma", type=float, default=None,
+    g.add_argument("--init-sigma", type=argtypes.positive_float, default=None,
                    help="noise level of the splat start; higher lets the model change more (default: the model's, 0.5)")
 
 
@@ -51,8 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate videos from nothing (content model, then motion model)",
                        description="Generate videos: the content model makes the first frame, the motion model "
                                    "makes the rest window by window.")
-    p.add_argument("--frames", type=int, default=16, help="frames per video (default 16)")
-    p.add_argument("--num", type=int, default=1, help="number of videos, written as OUT_0, OUT_1, ... (default 1)")
+    p.add_argument("--frames", type=argtypes.positive_int, default=16, help="frames per video (default 16)")
+    p.add_argument("--num", type=argtypes.positive_int, default=1,
+                   help="number of videos, written as OUT_0, OUT_1, ... (default 1)")
     _add_common(p, samples=False)
     p.set_defaults(func=run_generate)
 
@@ -61,10 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "images A and B (OUT holds A, the N frames, B); `vidm interpolate --video IN "
                                    "--factor K -o OUT` raises IN's frame rate K times.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="the two end frames (png, jpg, ...)")
-    p.add_argument("--frames", type=int, default=7, help="in-between frames for two images (default 7)")
+    p.add_argument("--frames", type=argtypes.positive_int, default=None,
+                   help="in-between frames for two images (default 7; not with --video)")
     p.add_argument("--video", default=None, help="a video whose frame rate to raise (instead of two images)")
-    p.add_argument("--factor", type=int, default=None, help="frame-rate factor for --video (e.g. 2, 4)")
-    p.add_argument("--max-frames", type=int, default=None, help="read at most this many frames of --video")
+    p.add_argument("--factor", type=argtypes.int_at_least(2), default=None,
+                   help="frame-rate factor for --video, >= 2 (e.g. 2, 4)")
+    p.add_argument("--max-frames", type=argtypes.int_at_least(2), default=None,
+                   help="read at most this many frames of --video (from its start)")
     add_infill_args(p)
     _add_common(p)
     p.set_defaults(func=run_interpolate)
@@ -73,8 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Continue a video: the motion model makes --frames new frames after the "
                                    "given ones. OUT holds the given frames followed by the new ones.")
     p.add_argument("--video", required=True, help="the video (or image folder) to continue")
-    p.add_argument("--frames", type=int, required=True, help="number of new frames")
-    p.add_argument("--context", type=int, default=None, help="use only the last N frames of the video")
+    p.add_argument("--frames", type=argtypes.positive_int, required=True, help="number of new frames")
+    p.add_argument("--context", type=argtypes.positive_int, default=None,
+                   help="use only the last N frames of the video (only those are read; default: all of them)")
     _add_common(p)
     p.set_defaults(func=run_predict)
 
@@ -109,6 +121,32 @@ def _positive(name: str, value, minimum: int = 1) -> None:
         raise ConfigError(f"--{name} must be >= {minimum}, got {value}")
 
 
+def _available_memory() -> int | None:
+    """Bytes of memory available to this process now (Linux MemAvailable), None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# What one input frame costs while a command holds it: the uint8 frame, the output copy and, with
+# a reference autoencoder, its float pixels (3 + 3 + 12 bytes per pixel).
+_BYTES_PER_PIXEL = 3 * 6
+
+
+def _check_fits(path, count: int, height: int, width: int, hint: str) -> None:
+    """Refuse, before decoding, to read `count` frames that would not fit in memory."""
+    need = count * height * width * _BYTES_PER_PIXEL
+    have = _available_memory()
+    if have is not None and need > have:
+        raise ConfigError(f"{path}: {plural(count, 'frame')} of {width}x{height} need about {need / 1e9:.1f} GB, "
+                          f"more than the {have / 1e9:.1f} GB available; {hint}")
+
+
 def load_pipeline(args):
     """The pipeline of --model/--device/--dtype with --init/--init-sigma applied where the command has them
     (also used by `vidm eval`)."""
@@ -131,14 +169,22 @@ def _say_resize(pipe, h: int, w: int) -> None:
 
 
 def _write(plan: OutputPlan, paths: list[Path], videos, fps: float, strip: Path | None, rows, labels) -> None:
-    """Write every video and the strip, all or none (vidm.outputs), then say what was written."""
-    from vidm.video import write_video
+    """Write every video and the strip, all or none (vidm.outputs), then say what was written
+    (the size as stored: H.264 / VP9 round odd sizes up, said on the same line)."""
+    import warnings
+
+    from vidm.errors import VidmWarning
+    from vidm.video import write_video, written_size
 
     done = []
-    with plan.write() as temp:
+    with plan.write() as temp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*padded to", category=VidmWarning)  # said below instead
         for path, video in zip(paths, videos):
             write_video(temp[path], video, fps=fps)
-            done.append(f"wrote {path} ({len(video)} frames, {video.shape[2]}x{video.shape[1]}, {fps:g} fps)")
+            h, w = video.shape[1:3]
+            H, W = written_size(path, h, w)
+            padded = "" if (H, W) == (h, w) else f", padded from {w}x{h}: yuv420p needs even sizes"
+            done.append(f"wrote {path} ({plural(len(video), 'frame')}, {W}x{H}, {fps:g} fps{padded})")
         if strip is not None:
             from vidm.strip import save_strip
 
@@ -151,6 +197,13 @@ def _write(plan: OutputPlan, paths: list[Path], videos, fps: float, strip: Path 
 # ---------------------------------------------------------------------- commands
 
 
+def _fps(args, *fallbacks) -> float:
+    """--fps when given, else the first known fallback (the input's, then the model's)."""
+    if args.fps is not None:
+        return args.fps
+    return next(f for f in fallbacks if f)
+
+
 def run_generate(args) -> int:
     _positive("frames", args.frames)
     _positive("num", args.num)
@@ -159,7 +212,7 @@ def run_generate(args) -> int:
     pipe = load_pipeline(args)
     videos = pipe.generate(num_frames=args.frames, num_videos=args.num, seed=args.seed, steps=args.steps,
                            sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
-    _write(plan, paths, videos, args.fps or pipe.config.fps, strip, list(videos),
+    _write(plan, paths, videos, _fps(args, pipe.config.fps), strip, list(videos),
            [f"video {i}" for i in range(args.num)])
     return 0
 
@@ -175,25 +228,35 @@ def run_interpolate(args) -> int:
     if args.video is not None:
         if args.images:
             raise ConfigError("give either two images or --video, not both")
+        if args.frames is not None:
+            raise ConfigError("--frames goes with two images; with --video the output has (N-1) x --factor + 1 "
+                              "frames (use --max-frames N to read fewer input frames)")
         if args.factor is None:
             raise ConfigError("--video needs --factor K (the frame-rate factor)")
         _positive("factor", args.factor, 2)
         _positive("max-frames", args.max_frames, 2)
         plan, paths, strip = _plan(args, args.samples, "s", [args.video])
-        frames = read_clip(args.video, num_frames=args.max_frames)
         info = read_video_info(args.video)
+        count = info.num_frames if args.max_frames is None else min(args.max_frames, info.num_frames)
+        _check_fits(args.video, count * args.factor, info.height, info.width,
+                    "use --max-frames N to read fewer frames")
+        frames = read_clip(args.video, num_frames=args.max_frames, partial=True)
         pipe = load_pipeline(args)
         _say_resize(pipe, *frames.shape[1:3])
         videos = pipe.interpolate_video(frames, args.factor, samples=args.samples, seed=args.seed, steps=args.steps,
                                         sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
-        fps = args.fps or (info.fps or pipe.config.fps) * args.factor
+        fps = args.fps if args.fps is not None else (info.fps or pipe.config.fps) * args.factor
         _write(plan, paths, videos, fps, strip, [frames] + list(videos),
                ["input"] + [f"x{args.factor} s{i}" for i in range(args.samples)])
         return 0
     if args.factor is not None:
         raise ConfigError("--factor goes with --video; for two images use --frames")
+    if args.max_frames is not None:
+        raise ConfigError("--max-frames goes with --video; two images are two frames")
     if len(args.images) != 2:
         raise ConfigError(f"interpolate needs two images (or --video IN --factor K), got {len(args.images)}")
+    if args.frames is None:
+        args.frames = 7
     plan, paths, strip = _plan(args, args.samples, "s", args.images)
     a, b = (read_image(p) for p in args.images)
     if a.shape != b.shape:
@@ -204,7 +267,7 @@ def run_interpolate(args) -> int:
     mids = pipe.interpolate(a, b, num_frames=args.frames, samples=args.samples, seed=args.seed, steps=args.steps,
                             sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
     videos = [np.concatenate([a[None], m, b[None]]) for m in mids]
-    _write(plan, paths, videos, args.fps or pipe.config.fps, strip, videos,
+    _write(plan, paths, videos, _fps(args, pipe.config.fps), strip, videos,
            [f"sample {i}" for i in range(args.samples)])
     return 0
 
@@ -212,22 +275,25 @@ def run_interpolate(args) -> int:
 def run_predict(args) -> int:
     import numpy as np
 
-    from vidm.video import read_clip, read_video_info
+    from vidm.video import read_clip, read_last_frames, read_video_info
 
     _positive("frames", args.frames)
     _positive("samples", args.samples)
     _positive("context", args.context)
     _positive("steps", args.steps)
     plan, paths, strip = _plan(args, args.samples, "s", [args.video])
-    frames = read_clip(args.video)
-    if args.context is not None:
-        frames = frames[-args.context:]
-    info = read_video_info(args.video)
+    info = read_video_info(args.video)  # the header's count and size: nothing decoded past one frame
+    if args.context is None:  # the whole video is given, and is in the output
+        _check_fits(args.video, info.num_frames, info.height, info.width,
+                    "use --context N to continue from the last N frames")
+        frames = read_clip(args.video)
+    else:  # only the last --context frames are read, seeking: memory bounded by --context
+        frames = read_last_frames(args.video, args.context)
     pipe = load_pipeline(args)
     _say_resize(pipe, *frames.shape[1:3])
     future = pipe.predict(frames, args.frames, samples=args.samples, seed=args.seed, steps=args.steps,
                           sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
     videos = [np.concatenate([frames, f]) for f in future]
-    _write(plan, paths, videos, args.fps or info.fps or pipe.config.fps, strip, [frames] + list(future),
+    _write(plan, paths, videos, _fps(args, info.fps, pipe.config.fps), strip, [frames] + list(future),
            ["given"] + [f"future s{i}" for i in range(args.samples)])
     return 0

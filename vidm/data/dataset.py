@@ -13,7 +13,6 @@ and closes it, so the dataset pickles cleanly into DataLoader workers.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from einops import rearrange
 
 from vidm.data.index import SkippedFile, VideoEntry, build_index
-from vidm.errors import ConfigError, NotEnoughFramesError, NoVideosError, VideoError
+from vidm.errors import ConfigError, NotEnoughFramesError, NoVideosError, VideoError, warn
 from vidm.video import Size, read_clip
 
 
@@ -96,8 +95,7 @@ class VideoFolder(torch.utils.data.Dataset):
         if self.skipped:
             shown = "; ".join(f"{s.path}: {s.reason}" for s in self.skipped[:3])
             more = f" (and {len(self.skipped) - 3} more)" if len(self.skipped) > 3 else ""
-            warnings.warn(f"{self.root}: skipped {len(self.skipped)} file(s): {shown}{more}",
-                          stacklevel=2)
+            warn(f"{self.root}: skipped {len(self.skipped)} file(s): {shown}{more}")
         if not self.videos:
             raise NoVideosError(f"{self.root}: no usable videos (found {len(index.videos)} "
                                 f"readable, {len(index.skipped)} unreadable; clips need "
@@ -167,7 +165,7 @@ class VideoFolder(torch.utils.data.Dataset):
         path = self.videos[video].path
         reason = str(error).removeprefix(f"{path}: ")
         self.skipped.append(SkippedFile(path, reason))
-        warnings.warn(f"{path}: skipped while training ({reason})", stacklevel=3)
+        warn(f"{path}: skipped while training ({reason})")
 
     def _item(self, frames: np.ndarray, p: ClipParams) -> dict:
         if p.flip:

@@ -6,6 +6,7 @@ folder is replaced only when it is vidm's own, see vidm.outputs):
 
     index.json               {"format": "vidm-latent-cache", "version": 1,
                               "autoencoder": <model folder>, "autoencoder_config": {...},
+                              "autoencoder_fingerprint": <vidm.models.pretrained.latent_fingerprint>,
                               "latent_scale": s, "size": [H, W], "latent_shape": [C, h, w],
                               "dtype": "float32", "num_frames": total,
                               "shards": ["shard-00000.safetensors", ...],
@@ -27,11 +28,10 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Iterable
 
-from vidm.errors import CheckpointError, ConfigError, NoVideosError
+from vidm.errors import CheckpointError, ConfigError, NoVideosError, warn
 
 CACHE_FORMAT = "vidm-latent-cache"
 CACHE_VERSION = 1
@@ -115,8 +115,10 @@ def cache_latents(autoencoder: str | os.PathLike, data: str | os.PathLike, out: 
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if dtype not in dtypes:
         raise ConfigError(f"--dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    from vidm.pipeline.pipeline import resolve_device
+
+    dev = resolve_device(device)  # a one-line ConfigError for cuda on a CPU-only build
     ae = AutoencoderKL.from_pretrained(autoencoder).eval()
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ae.to(dev)
     index = build_index(data, progress=progress)
     if not index.videos:
@@ -130,16 +132,19 @@ def cache_latents(autoencoder: str | os.PathLike, data: str | os.PathLike, out: 
             try:
                 frames = read_clip(v.path, 0, min(v.num_frames, max_frames) if max_frames else None, 1, size)
             except (VideoError, NotEnoughFramesError) as e:
-                warnings.warn(f"{v.path}: skipped ({e})", stacklevel=2)
+                warn(f"{v.path}: skipped ({e})")
                 skipped.append({"path": v.path, "reason": str(e)})
                 continue
             x = frames_to_tensor(frames)  # (T, 3, H, W) in [-1, 1]
             z = encode_frames(ae, x, chunk_size=chunk_size)  # (T, C, h, w), scaled
             yield Path(v.path).relative_to(root).as_posix(), z, {"fps": v.fps}
 
+    from vidm.models.pretrained import latent_fingerprint
+
     meta = {
         "autoencoder": str(Path(autoencoder).resolve()),
         "autoencoder_config": ae.config.to_dict(),
+        "autoencoder_fingerprint": latent_fingerprint(ae),  # checked by `vidm pack`
         "latent_scale": ae.config.latent_scale,
         "size": [size, size],
         "data_root": str(root.resolve()),
@@ -149,8 +154,8 @@ def cache_latents(autoencoder: str | os.PathLike, data: str | os.PathLike, out: 
     cache = LatentCache(out)
     if skipped:
         # Named by the cache's index, not its path: `vidm data cache-latents` writes to a temp name.
-        warnings.warn(f"{data}: skipped {len(skipped)} file(s) (listed under \"skipped\" in the cache's "
-                      f"{INDEX_NAME})", stacklevel=2)
+        warn(f"{data}: skipped {len(skipped)} file(s) (listed under \"skipped\" in the cache's "
+             f"{INDEX_NAME})")
     return cache.index
 
 
@@ -255,7 +260,7 @@ class LatentClips:
         self.videos = [i for i in videos if cache.videos[i]["num_frames"] >= need]
         dropped = len(videos) - len(self.videos)
         if dropped:
-            warnings.warn(f"{cache.root}: {dropped} video(s) shorter than {need} frames skipped", stacklevel=2)
+            warn(f"{cache.root}: {dropped} video(s) shorter than {need} frames skipped")
 
     def __len__(self) -> int:
         return len(self.videos)

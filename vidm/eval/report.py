@@ -207,6 +207,8 @@ def write_files(out: str | os.PathLike, files: dict[str, bytes | str]) -> list[P
     """Write all report files into `out`, each atomically (temp file + rename), so an
     interrupted or failed run never leaves a half-written report (`vidm eval` writes them into
     a staged folder; see vidm.outputs)."""
+    from vidm.outputs import usual_modes
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -216,6 +218,7 @@ def write_files(out: str | os.PathLike, files: dict[str, bytes | str]) -> list[P
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(raw)
+            usual_modes(tmp)  # mkstemp makes 0600
             os.replace(tmp, out / name)
         except BaseException:
             if os.path.exists(tmp):

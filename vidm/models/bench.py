@@ -83,7 +83,9 @@ def time_forward(model, kind, args, kw, device, dtype, repeats: int, slow_s: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vidm.models.bench", description=__doc__.split("\n")[0])
+    from vidm.args import Parser
+
+    p = Parser(prog="python -m vidm.models.bench", description=__doc__.split("\n")[0])
     p.add_argument("--presets", default="tiny,base")
     p.add_argument("--kinds", default="autoencoder,content,motion")
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
@@ -97,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     dtypes = {"fp32": None, "bf16": torch.bfloat16}
+    unknown = [d for d in a.dtypes.split(",") if d not in dtypes]
+    if unknown:
+        p.error(f"--dtypes: unknown {', '.join(unknown)} (choose from fp32, bf16)")
     emulated_bf16 = device.type == "cpu" and not cpu_has_fast_bf16()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "

@@ -20,9 +20,20 @@ class PretrainedMixin:
 
     config_class: type
 
-    def save_pretrained(self, dest: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
-        """Write the model folder atomically; `dtype` (e.g. torch.float16) casts the stored weights."""
+    # How the weights were trained where that defines what they mean (sigma_data, frame size,
+    # window, time spacing, the latents' scale and autoencoder): config.json's "training"
+    # section, written by train/ at export, read back by from_pretrained and carried by every
+    # later save (e.g. into a pipeline folder by `vidm pack`). None when unknown.
+    training_record: dict | None = None
+
+    def save_pretrained(self, dest: str | os.PathLike, dtype: torch.dtype | None = None,
+                        training: dict | None = None) -> Path:
+        """Write the model folder atomically; `dtype` (e.g. torch.float16) casts the stored weights.
+        `training` (default: the model's `training_record`) becomes config.json's "training"."""
         meta = {"kind": self.config_class.kind, "config": self.config.to_dict()}
+        record = training if training is not None else self.training_record
+        if record is not None:
+            meta["training"] = dict(record)
         return save_model_dir(dest, meta, self.state_dict(), dtype=dtype)
 
     @classmethod
@@ -49,10 +60,32 @@ class PretrainedMixin:
                                       f"config gives {tuple(own[k].shape)}")
             state[k] = v.to(own[k].dtype)
         model.load_state_dict(state)
+        record = meta.get("training")
+        model.training_record = dict(record) if isinstance(record, dict) else None
         return model
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def latent_fingerprint(autoencoder) -> str:
+    """A short hash of what makes an autoencoder's latents: its encoder's weights (rounded to
+    float16, so an fp16 pipeline copy hashes the same as the fp32 run folder) and its
+    `latent_scale`. The decoder is left out: training only the decoder (`run.trainable`) keeps
+    the latents, and the fingerprint, unchanged."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(repr(float(autoencoder.config.latent_scale)).encode())
+    for name, t in sorted(autoencoder.state_dict().items()):
+        if not name.startswith("encoder."):
+            continue
+        t = t.detach().cpu()
+        t = t.to(torch.float16) if t.is_floating_point() else t
+        h.update(name.encode())
+        h.update(repr(tuple(t.shape)).encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_pretrained(src: str | os.PathLike):
@@ -70,4 +103,4 @@ def load_pretrained(src: str | os.PathLike):
     return MODEL_CLASSES[kind].from_pretrained(src)
 
 
-__all__ = ["PretrainedMixin", "load_pretrained"]
+__all__ = ["PretrainedMixin", "load_pretrained", "latent_fingerprint"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,10 @@ PIPELINE_NAME = "pipeline.json"
 FORMAT = "vidm-pipeline-1"
 STAGES = ("autoencoder", "content", "motion")
 INFILL_INITS = ("splat", "noise")
+MAX_SIZE = 8192
+MAX_WINDOW = 64  # frames per motion window; longer windows are not what any model was trained on
+MAX_STEPS = 10000
+MAX_GUIDANCE = 100.0
 
 
 @dataclass
@@ -23,7 +28,7 @@ class PipelineConfig:
     context: int = 4  # frames carried into each new window when continuing a video
     frame_step: float = 1.0  # model time units between consecutive output frames
     max_span: float = 16.0  # longest time span of one training window (times are compressed to it)
-    fps: int = 8
+    fps: float = 8  # default output frame rate (an int or a float > 0)
     sigma_data: float = 0.5
     sigma_min: float = 0.002
     sigma_max: float = 80.0
@@ -42,16 +47,56 @@ class PipelineConfig:
     decode_latent_sigma: float = 0.0
 
     def validate(self, where: str = PIPELINE_NAME) -> "PipelineConfig":
-        """Raise ConfigError (one line) on settings no sampler can use; returns self."""
+        """Check the type and range of every field; raise ConfigError (one line, naming `where`
+        and the field) on a value no sampler can use. Integers given for float fields become
+        floats. Returns self."""
+        from vidm.diffusion.samplers import SAMPLERS
+
+        def bad(name: str, want: str):
+            raise ConfigError(f"{where}: {name} must be {want}, got {getattr(self, name)!r}")
+
+        def integer(name: str, lo: int, hi: int) -> int:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                bad(name, f"an integer from {lo} to {hi}")
+            return v
+
+        def number(name: str, lo: float, hi: float = math.inf, lo_open: bool = True) -> float:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or v > hi or v < lo or (lo_open and v == lo):
+                rng = f"{'>' if lo_open else '>='} {lo:g}" + ("" if hi == math.inf else f" and <= {hi:g}")
+                bad(name, f"a finite number {rng}")
+            setattr(self, name, float(v) if name != "fps" or not isinstance(v, int) else v)
+            return float(v)
+
+        integer("size", 1, MAX_SIZE)
+        window = integer("window", 3, MAX_WINDOW)
+        integer("context", 1, window - 1)
+        max_span = number("max_span", 0.0)
+        number("frame_step", 0.0, max_span)
+        number("fps", 0.0, 1000.0)
+        number("sigma_data", 0.0)
+        sigma_min = number("sigma_min", 0.0)
+        number("sigma_max", sigma_min, 1e6)
+        integer("steps", 1, MAX_STEPS)
+        if not isinstance(self.sampler, str) or self.sampler not in SAMPLERS:
+            bad("sampler", f"one of {', '.join(sorted(SAMPLERS))}")
+        number("guidance", 0.0, MAX_GUIDANCE, lo_open=False)
+        number("content_guidance", 0.0, MAX_GUIDANCE, lo_open=False)
         if self.infill_init not in INFILL_INITS:
             raise ConfigError(f"{where}: infill_init must be one of {', '.join(INFILL_INITS)}, "
                               f"got {self.infill_init!r}")
-        if not 0 < self.infill_sigma <= self.sigma_max:
+        v = self.infill_sigma
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= self.sigma_max:
             raise ConfigError(f"{where}: infill_sigma must be in (0, sigma_max = {self.sigma_max}], "
                               f"got {self.infill_sigma}")
-        if not 0 <= self.decode_latent_sigma < float("inf"):
+        self.infill_sigma = float(v)
+        v = self.decode_latent_sigma
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
             raise ConfigError(f"{where}: decode_latent_sigma must be a finite number >= 0, "
                               f"got {self.decode_latent_sigma}")
+        self.decode_latent_sigma = float(v)
         return self
 
     def to_dict(self) -> dict:
@@ -59,6 +104,8 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = PIPELINE_NAME) -> "PipelineConfig":
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{where}: expected a JSON object of settings, got {type(d).__name__}")
         d = dict(d)
         fmt = d.pop("format", None)
         if fmt != FORMAT:

@@ -27,7 +27,7 @@ import torch
 from vidm.diffusion import (Denoiser, get_sampler, get_sigmas_karras, guided_infill_denoiser, initial_state,
                             noise_mask_for)
 from vidm.diffusion.splat import brackets, splat_inbetweens, splat_window_mean
-from vidm.errors import CheckpointError, ConfigError, ShapeError
+from vidm.errors import CheckpointError, ConfigError, NumericalError, ShapeError
 from vidm.models import AutoencoderKL, ContentUNet, MotionUNet, autocast_dtype
 from vidm.models.autoencoder import decode_frames, encode_frames
 from vidm.pipeline import plan
@@ -38,6 +38,8 @@ from vidm.serialization import atomic_write_dir
 DTYPES = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
 
+
+CHUNK = 64  # frames encoded / decoded per autoencoder call from the pipeline
 
 PRETRAINED_ROOT = Path(__file__).resolve().parent.parent / "pretrained"
 DEFAULT_MODEL = "synth-tiny"  # the bundled pipeline used when no --model is given
@@ -72,6 +74,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda requested, but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device} requested, but there are {torch.cuda.device_count()} CUDA GPUs")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {str(device)!r}; use cpu, cuda, cuda:N or auto")
     return device
 
 
@@ -163,8 +169,9 @@ class VideoPipeline:
         return x.to(self.device)
 
     def from_model_frames(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
-        """float (N, 3, S, S) in [-1, 1] -> uint8 (N, H, W, 3), resized to `size` = (H, W) if given."""
-        x = x.float().cpu()
+        """float (N, 3, S, S) in [-1, 1] -> uint8 (N, H, W, 3), resized to `size` = (H, W) if given.
+        Non-finite values (a diverged sampler) are a NumericalError, never black or white frames."""
+        x = _check_finite(x.float().cpu())
         if size is not None and tuple(x.shape[-2:]) != tuple(size):
             x = torch.nn.functional.interpolate(x, size=tuple(size), mode="bicubic", antialias=True,
                                                 align_corners=False)
@@ -173,9 +180,12 @@ class VideoPipeline:
 
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> scaled latents (N, C, h, w) (posterior means)."""
+        """uint8 (N, H, W, 3) -> scaled latents (N, C, h, w) (posterior means), CHUNK frames at a
+        time (a long video never exists as float pixels all at once)."""
+        frames = _check_frames(frames)
         with self._autocast():
-            return encode_frames(self.autoencoder, self.to_model_frames(frames)).float()
+            return torch.cat([encode_frames(self.autoencoder, self.to_model_frames(frames[i:i + CHUNK])).float()
+                              for i in range(0, len(frames), CHUNK)])
 
     @property
     def uses_references(self) -> bool:
@@ -189,19 +199,26 @@ class VideoPipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
-        """Scaled latents (N, C, h, w) -> uint8 (N, H, W, 3)."""
-        with self._autocast():
-            x = decode_frames(self.autoencoder, latents.to(self.device))
-        return self.from_model_frames(x, size)
+        """Scaled latents (N, C, h, w) -> uint8 (N, H, W, 3), CHUNK frames at a time."""
+        out = []
+        for i in range(0, len(latents), CHUNK):
+            with self._autocast():
+                x = decode_frames(self.autoencoder, latents[i:i + CHUNK].to(self.device))
+            out.append(self.from_model_frames(x, size))
+        return np.concatenate(out)
 
     # ------------------------------------------------------------------ sampling pieces
 
     def _settings(self, steps, sampler, guidance):
-        steps = self.config.steps if steps is None else int(steps)
+        steps = self.config.steps if steps is None else steps
         sampler = self.config.sampler if sampler is None else sampler
-        guidance = self.config.guidance if guidance is None else float(guidance)
-        if steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {steps}")
+        guidance = self.config.guidance if guidance is None else guidance
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.number)) or \
+                not 0 <= float(guidance) < float("inf"):
+            raise ConfigError(f"guidance must be a finite number >= 0, got {guidance!r}")
+        steps, guidance = int(steps), float(guidance)
         get_sampler(sampler)  # raises on an unknown name
         return steps, sampler, guidance
 
@@ -393,8 +410,8 @@ class VideoPipeline:
         z = torch.zeros(B, num_frames + 2, C, h, w, device=self.device)
         a, b = self.to_pixels(starts), self.to_pixels(ends)
         made = decode_with_references(self.autoencoder, z, {0: a, num_frames + 1: b}, float("inf"), self._autocast)
-        x = torch.stack([made[t] for t in range(1, num_frames + 1)], 1)
-        x = ((x.float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        x = _check_finite(torch.stack([made[t] for t in range(1, num_frames + 1)], 1).float().cpu())
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return x.permute(0, 1, 3, 4, 2).numpy()[:, None]
 
     @torch.no_grad()
@@ -483,8 +500,19 @@ class VideoPipeline:
             return frames.reshape(B, T, *frames.shape[1:])
         made = decode_with_references(self.autoencoder, z, given, self.config.decode_latent_sigma, self._autocast)
         x = torch.stack([given[t] if t in given else made[t] for t in range(T)], 1)  # (B, T, 3, H, W)
-        x = ((x.float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        x = ((_check_finite(x.float().cpu()).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return x.permute(0, 1, 3, 4, 2).numpy()
+
+
+def _check_finite(x: torch.Tensor) -> torch.Tensor:
+    """x, or a NumericalError when any value is NaN or inf (uint8 would make them black)."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        frames = int(bad.reshape(-1, *x.shape[-3:]).flatten(1).any(1).sum())
+        raise NumericalError(f"sampling produced non-finite values (NaN or inf) in {frames} of "
+                             f"{x.reshape(-1, *x.shape[-3:]).shape[0]} frames; nothing was written (check "
+                             f"--guidance and the model's pipeline.json, e.g. sigma_data)")
+    return x
 
 
 def _check_count(name: str, value, minimum: int) -> None:
