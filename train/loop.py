@@ -223,14 +223,9 @@ def _available_memory(device) -> int | None:
             return int(torch.cuda.mem_get_info(device)[0])
         except RuntimeError:
             return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    from vidm.video import host_available_memory
+
+    return host_available_memory()
 
 
 def _estimate_step_memory(stage: "Stage", cfg, accelerator) -> tuple[int, int]:

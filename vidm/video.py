@@ -253,6 +253,19 @@ def iter_decoded(path: PathLike):
         container.close()
 
 
+def host_available_memory() -> int | None:
+    """Bytes of host memory available now (Linux MemAvailable), None if unknown: what bounds
+    how many decoded frames a command may hold."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _short(e: BaseException) -> str:
     # FFmpeg messages repeat the file name; keep the reason only, on one line.
     msg = getattr(e, "strerror", None) or str(e)

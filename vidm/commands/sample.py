@@ -123,14 +123,9 @@ def _positive(name: str, value, minimum: int = 1) -> None:
 
 def _available_memory() -> int | None:
     """Bytes of memory available to this process now (Linux MemAvailable), None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    from vidm.video import host_available_memory
+
+    return host_available_memory()
 
 
 # What one input frame costs while a command holds it: the uint8 frame, the output copy and, with
