@@ -171,12 +171,11 @@ class VideoPipeline:
     def from_model_frames(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> np.ndarray:
         """float (N, 3, S, S) in [-1, 1] -> uint8 (N, H, W, 3), resized to `size` = (H, W) if given.
         Non-finite values (a diverged sampler) are a NumericalError, never black or white frames."""
-        x = _check_finite(x.float().cpu())
+        x = _check_finite(x.float().cpu())  # on the decoder output itself
         if size is not None and tuple(x.shape[-2:]) != tuple(size):
             x = torch.nn.functional.interpolate(x, size=tuple(size), mode="bicubic", antialias=True,
                                                 align_corners=False)
-        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return x.permute(0, 2, 3, 1).numpy()
+        return _to_uint8(x).permute(0, 2, 3, 1).numpy()
 
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> torch.Tensor:
@@ -405,14 +404,10 @@ class VideoPipeline:
         if not self.uses_references:
             raise ConfigError("this pipeline's autoencoder has a plain decoder; it cannot decode from "
                               "references alone")
-        B = len(starts)
         C, h, w = self._latent_shape()
-        z = torch.zeros(B, num_frames + 2, C, h, w, device=self.device)
-        a, b = self.to_pixels(starts), self.to_pixels(ends)
-        made = decode_with_references(self.autoencoder, z, {0: a, num_frames + 1: b}, float("inf"), self._autocast)
-        x = _check_finite(torch.stack([made[t] for t in range(1, num_frames + 1)], 1).float().cpu())
-        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return x.permute(0, 1, 3, 4, 2).numpy()[:, None]
+        z = torch.zeros(len(starts), num_frames + 2, C, h, w, device=self.device)
+        given = {0: self.to_pixels(starts), num_frames + 1: self.to_pixels(ends)}
+        return self._decode_videos(z, given=given, latent_sigma=float("inf"))[:, 1:-1][:, None]
 
     @torch.no_grad()
     def interpolate_video(self, frames: np.ndarray, factor: int, samples: int = 1, seed: int = 0,
@@ -489,19 +484,26 @@ class VideoPipeline:
         a, b = (self.to_pixels(x).repeat_interleave(samples, 0) for x in (starts, ends))
         return self._decode_videos(z, given={0: a, z.shape[1] - 1: b})[:, 1:-1]
 
-    def _decode_videos(self, z: torch.Tensor, size=None, given: dict[int, torch.Tensor] | None = None) -> np.ndarray:
+    def _decode_videos(self, z: torch.Tensor, size=None, given: dict[int, torch.Tensor] | None = None,
+                       latent_sigma: float | None = None) -> np.ndarray:
         """Scaled latents (B, T, C, h, w) -> uint8 (B, T, H, W, 3). With a reference autoencoder
         and `given` ({position: (B, 3, H, W) pixels}, {} for generation) the frames not given are
-        built from their reference frames at the given frames' size and the given ones are their
+        built from their reference frames at the given frames' size (the latents' uncertainty
+        `latent_sigma`, default pipeline.json's decode_latent_sigma) and the given ones are their
         own pixels; otherwise each frame is decoded alone and resized to `size`."""
         B, T = z.shape[:2]
         if given is None or not self.uses_references:
             frames = self.decode(z.reshape(B * T, *z.shape[2:]), size)
             return frames.reshape(B, T, *frames.shape[1:])
-        made = decode_with_references(self.autoencoder, z, given, self.config.decode_latent_sigma, self._autocast)
+        sigma = self.config.decode_latent_sigma if latent_sigma is None else latent_sigma
+        made = decode_with_references(self.autoencoder, z, given, sigma, self._autocast)
         x = torch.stack([given[t] if t in given else made[t] for t in range(T)], 1)  # (B, T, 3, H, W)
-        x = ((_check_finite(x.float().cpu()).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return x.permute(0, 1, 3, 4, 2).numpy()
+        return _to_uint8(x).permute(0, 1, 3, 4, 2).numpy()
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """float pixels in [-1, 1] (any shape) -> uint8 on the CPU, refusing non-finite values."""
+    return ((_check_finite(x.float().cpu()).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def _check_finite(x: torch.Tensor) -> torch.Tensor:
