@@ -601,7 +601,7 @@ def _init_from(net, path: str, kind: str, model_config: dict, src: str, skip: tu
     more: a grown model (e.g. added `spacetime_levels`) keeps its fresh initialisation there,
     and its zero-initialised output layers make it start out computing what the folder's model
     did. Anything else that differs is a one-line error naming the differing config key.
-    Tensors whose names start with a prefix in `skip` are not loaded (fresh init).
+    Tensors whose names start with a prefix in `skip` are not loaded (fresh init) and need not fit.
     """
     from train.checkpoint import config_difference
     from vidm.models.pretrained import load_pretrained
@@ -613,12 +613,13 @@ def _init_from(net, path: str, kind: str, model_config: dict, src: str, skip: tu
     if loaded.config_class.kind != kind:
         raise ConfigError(f"{src}: run.init_from: {path} holds a {loaded.config_class.kind} model, not {kind}")
     theirs, ours = loaded.state_dict(), net.state_dict()
-    fits = all(k in ours and ours[k].shape == v.shape for k, v in theirs.items())
+    skipped = {k for k in theirs if k.startswith(tuple(skip))} if skip else set()
+    # skipped tensors need not fit: that is how a part whose shape changed starts afresh
+    fits = all(k in ours and ours[k].shape == v.shape for k, v in theirs.items() if k not in skipped)
     diff = config_difference(loaded.config.to_dict(), model_config)
     if not fits:
         raise ConfigError(f"{src}: run.init_from: {path} holds a model with another config than this run's "
                           f"model section ({diff}) whose weights do not fit")
-    skipped = {k for k in theirs if k.startswith(tuple(skip))} if skip else set()
     unused = [p for p in skip if not any(k.startswith(p) for k in theirs)]
     if unused:
         raise ConfigError(f"{src}: run.init_skip: no weight of {path} starts with {unused[0]!r}")

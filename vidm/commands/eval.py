@@ -278,10 +278,13 @@ def run_generate(args) -> int:
         raise ConfigError(f"--data {args.data}: only {len(clips)} clip of {args.frames} frames; need 2 or more")
     import numpy as np
 
+    from vidm.eval.colour_tracks import is_synthetic, markdown as colour_tracks_markdown
+
     real = np.stack([c.frames for c in clips])  # (N, T, S, S, 3)
+    synthetic = all(is_synthetic(c.video) for c in clips)  # palette colours: only `vidm data synth` videos
     result = evaluate_generation(pipe, real, context=args.context, seed=args.seed, steps=args.steps,
                                  sampler=args.sampler, guidance=args.guidance, batch_size=args.batch, i3d=i3d,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, colour_tracks=synthetic)
     settings = {"model": _model_name(args), "data": str(args.data), "num": len(clips), "frames": args.frames,
                 "context": args.context, **effective_settings(pipe, args.steps, args.sampler, args.guidance),
                 "seed": args.seed, "clip_seed": args.clip_seed, "batch": args.batch, "device": str(pipe.device),
@@ -290,6 +293,8 @@ def run_generate(args) -> int:
               "real_clips": [{"video": c.video, "start": c.start} for c in clips], **result.report}
     report["timing"]["total_s"] = time.perf_counter() - t_start
     md = generation_markdown(report)
+    if report["colour_tracks"] is not None:
+        md += "\n" + colour_tracks_markdown(report["colour_tracks"])
     files = {"report.json": dumps(report), "report.md": md}
     for name in ("real", "generated", "predicted"):
         files[f"samples_{name}.png"] = png_bytes(sample_grid(result.videos[name], name, rows=8))

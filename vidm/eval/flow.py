@@ -1,7 +1,8 @@
-"""Optical-flow helpers shared by the warping-error metric and the flow baseline.
+"""Optical-flow helpers shared by the warping-error metric, the flow baseline and the reference
+decoder's flow prior (`vidm.models.flow_prior`).
 
-OpenCV is optional (extras `eval` and `dev`), so it is imported here, lazily, and a missing
-install raises a `DependencyError` that says which extra to install.
+OpenCV is a core dependency; it is imported here, lazily, and a broken install raises a
+`DependencyError` that says what to install.
 
 Flow convention (as OpenCV's): `flow = dis_flow(a, b)` is (H, W, 2) float32 (dx, dy) such that
 a[y, x] ~ b[y + dy, x + dx]; `backward_warp(b, flow)` then rebuilds a from b.
@@ -22,7 +23,7 @@ def require_cv2():
         import cv2
     except ImportError as e:  # pragma: no cover - depends on the install
         raise DependencyError(
-            "optical flow needs OpenCV: pip install 'vidm[eval]' (or opencv-python-headless)"
+            "optical flow needs OpenCV: pip install opencv-python-headless"
         ) from e
     return cv2
 
@@ -82,3 +83,95 @@ def fb_occlusion(flow_fw: np.ndarray, flow_bw: np.ndarray) -> np.ndarray:
     diff = np.sum((flow_fw + bw_at_match) ** 2, axis=-1)
     mag = np.sum(flow_fw**2, axis=-1) + np.sum(bw_at_match**2, axis=-1)
     return (diff > 0.01 * mag + 0.5) | ~inside
+
+
+def _splat_candidates(flow: np.ndarray, occ: np.ndarray, err: np.ndarray, s: float):
+    """Project one frame's flow to time t by forward splatting (Baker et al. 2011, Middlebury).
+
+    Source pixel x moves along its flow f to x + s f at time t (s = the time from this frame to
+    t); it is splatted to the 4 pixels around that point so no cracks open. At time t the flow
+    back to this frame is -s f and on to the other frame (1 - s) f.
+    Returns flat target indices, priorities (lower wins) and flows to this / the other frame,
+    for every in-image candidate.
+    """
+    h, w = occ.shape
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    px, py = gx + s * flow[..., 0], gy + s * flow[..., 1]
+    # Pixels visible in both frames are in front of those that are not (a surface about to be
+    # covered, or just uncovered, lies behind the one covering it); then photo-consistency decides.
+    prio = occ.astype(np.float32) * 1e6 + err
+    out = []
+    for qx in (np.floor(px), np.floor(px) + 1):
+        for qy in (np.floor(py), np.floor(py) + 1):
+            ok = (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h)
+            idx = (qy[ok] * w + qx[ok]).astype(np.int64)
+            f = flow[ok]
+            out.append((idx, prio[ok], -s * f, (1 - s) * f))
+    return [np.concatenate(parts) for parts in zip(*out)]
+
+
+def project_flows(F01, F10, O0, O1, E0, E1, t: float):
+    """Flows at time t -> Ft0, Ft1 (H, W, 2): from each pixel at t back to frame 0 / on to frame 1.
+
+    Candidates come from both frames; per pixel the best-priority one wins. Pixels no candidate
+    reached get the linear flow approximation of Jiang et al. 2018 (Super SloMo).
+    """
+    h, w = O0.shape
+    i0, p0, to0_a, to1_a = _splat_candidates(F01, O0, E0, t)  # from frame 0: to-src is Ft0
+    i1, p1, to1_b, to0_b = _splat_candidates(F10, O1, E1, 1 - t)  # from frame 1: to-src is Ft1
+    idx = np.concatenate([i0, i1])
+    prio = np.concatenate([p0, p1])
+    ft0 = np.concatenate([to0_a, to0_b])
+    ft1 = np.concatenate([to1_a, to1_b])
+
+    best = np.full(h * w, np.inf, dtype=np.float32)
+    np.minimum.at(best, idx, prio)
+    win = np.flatnonzero(prio == best[idx])
+    _, first = np.unique(idx[win], return_index=True)  # one winner per pixel on ties
+    win = win[first]
+
+    # Fallback everywhere, overwritten where a splat landed.
+    Ft0 = (-(1 - t) * t * F01 + t * t * F10).reshape(-1, 2)
+    Ft1 = ((1 - t) ** 2 * F01 - t * (1 - t) * F10).reshape(-1, 2)
+    Ft0[idx[win]], Ft1[idx[win]] = ft0[win], ft1[win]
+    return Ft0.reshape(h, w, 2), Ft1.reshape(h, w, 2)
+
+
+def time_flows(start: np.ndarray, end: np.ndarray, preset: str = "medium", occlusion: bool = True):
+    """Bidirectional DIS flow between two uint8 (H, W, 3) frames, ready to be projected:
+    returns `at_time(t) -> (Ft0, Ft1, w0, w1)` for t in (0, 1): the flows (H, W, 2, pixels) from
+    each pixel at time t back to `start` / on to `end`, and the blend weights (H, W) float32 of
+    the two warped frames (float64; w0 = 1 - t, w1 = t, zero where the sample point lies outside that
+    frame, distance weights again where it lies outside both). Shared by the flow baseline and
+    the reference decoder's flow prior.
+
+    1. F01 (start -> end), F10 (end -> start); forward-backward consistency gives O0 / O1, the
+       pixels of each frame with no match in the other (occluded or leaving).
+    2. Both flows are splatted to time t (Baker et al. 2011); collisions are resolved by
+       occlusion first (visible-in-both wins), then by photo-consistency.
+    """
+    I0, I1 = start.astype(np.float32), end.astype(np.float32)
+    F01, F10 = dis_flow(start, end, preset), dis_flow(end, start, preset)
+    if occlusion:
+        O0, O1 = fb_occlusion(F01, F10), fb_occlusion(F10, F01)
+    else:
+        O0 = O1 = np.zeros(start.shape[:2], bool)
+    # Photometric error of each pixel's match: the tie-breaker between colliding candidates.
+    E0 = np.abs(I0 - backward_warp(I1, F01)[0]).mean(-1)
+    E1 = np.abs(I1 - backward_warp(I0, F10)[0]).mean(-1)
+
+    def at_time(t: float):
+        Ft0, Ft1 = project_flows(F01, F10, O0, O1, E0, E1, t)
+        h, w = O0.shape
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+        def inside(f):
+            x, y = gx + f[..., 0], gy + f[..., 1]
+            return (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+
+        w0 = (1 - t) * inside(Ft0)  # a sample point outside a frame is invented: no weight
+        w1 = t * inside(Ft1)
+        none = (w0 + w1) == 0  # no usable sample: fall back to the distance weights
+        return Ft0, Ft1, np.where(none, 1 - t, w0), np.where(none, t, w1)
+
+    return at_time

@@ -18,6 +18,9 @@ in four groups (also reported one by one, so a bad number says what is off):
   .5, 1] (8); mean |grey_t+L - grey_t| for lags L = 1, 2, 4 (3; the largest lag that fits when
   T <= L); std over time of the frame mean (flicker); std over time of the per-step mean
   |difference| (jerkiness).
+On synthetic data (`colour_tracks=True`) the report also gets the colour-centroid track length
+of the generated and the real videos (`vidm.eval.colour_tracks`): how long objects keep their
+colour near their last position, a consistency check that needs no ground truth.
 Fréchet distances over few videos are biased upward (covariances from N samples in up to 127
 dimensions); compare numbers only at equal N and T. FVD (I3D logits, `vidm.eval.fvd`) is added
 when the user gives local I3D weights.
@@ -101,11 +104,12 @@ class GenerationResult:
 
 def evaluate_generation(pipe, real: np.ndarray, context: int = 4, seed: int = 0, steps=None, sampler=None,
                         guidance=None, batch_size: int = 8, i3d=None, i3d_size: int = 224,
-                        progress: bool = False) -> GenerationResult:
+                        progress: bool = False, colour_tracks: bool = False) -> GenerationResult:
     """Generate len(real) videos and predict every real clip's continuation; compare all with
     the real clips (module docstring). real: uint8 (N, T, S, S, 3) at the model's size S.
     Batch k (first video i) uses seed + i. i3d: an `InceptionI3d` for FVD (None: no FVD);
-    i3d_size is the I3D input size (224 = FVD proper; smaller only for code-path tests)."""
+    i3d_size is the I3D input size (224 = FVD proper; smaller only for code-path tests).
+    colour_tracks: add report["colour_tracks"] (only meaningful on synthetic data; else None)."""
     from tqdm.auto import tqdm
 
     from vidm.eval.interpolate_eval import frame_metrics
@@ -156,6 +160,11 @@ def evaluate_generation(pipe, real: np.ndarray, context: int = 4, seed: int = 0,
         from vidm.eval.fvd import fvd
 
         fvd_scores = {name: fvd(i3d, real, v, size=i3d_size) for name, v in sets.items()}
+    tracks = None
+    if colour_tracks:
+        from vidm.eval.colour_tracks import summarise
+
+        tracks = {"generated": summarise(generated), "real": summarise(real)}
     timing["metrics_s"] = time.perf_counter() - t0
 
     # Frame accuracy of the continuations (a single sample each, so it rewards blur too: read
@@ -181,6 +190,7 @@ def evaluate_generation(pipe, real: np.ndarray, context: int = 4, seed: int = 0,
         "fvd": fvd_scores,
         "fvd_size": i3d_size if i3d is not None else None,
         "prediction": prediction,
+        "colour_tracks": tracks,
         "timing": timing,
     }
     return GenerationResult(report, {"real": real, **sets})

@@ -128,7 +128,8 @@ class AutoencoderKL(PretrainedMixin, nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         # Absent on plain autoencoders, so their folders keep exactly their old weights.
-        self.ref_decoder = (ReferenceDecoder(config.latent_channels, config.ref_channels, config.ref_corr_radius)
+        self.ref_decoder = (ReferenceDecoder(config.latent_channels, config.ref_channels, config.ref_corr_radius,
+                                             config.ref_flow_prior)
                             if config.references else None)
 
     @property

@@ -142,6 +142,7 @@ class AutoencoderConfig(ConfigBase):
     references: int = 0
     ref_channels: int = 32  # width of the reference decoder's networks
     ref_corr_radius: int = 3  # cost-volume radius at S/4 (cells); reference pairs get radius + 1
+    ref_flow_prior: str = "none"  # "dis": in-betweens start from DIS flow (vidm.models.flow_prior)
 
     def validate(self) -> None:
         n = type(self).__name__
@@ -161,6 +162,8 @@ class AutoencoderConfig(ConfigBase):
         if self.references not in (0, 2):
             raise ConfigError(f"{n}.references: must be 0 (plain decoder) or 2, got {self.references}")
         _check_positive(n, ref_channels=self.ref_channels, ref_corr_radius=self.ref_corr_radius)
+        if self.ref_flow_prior not in ("none", "dis"):  # vidm.models.flow_prior.PRIORS
+            raise ConfigError(f"{n}.ref_flow_prior: must be 'none' or 'dis', got {self.ref_flow_prior!r}")
         chans = [self.base_channels * m for m in self.ch_mult]
         _check_channels(n, chans, self.norm_groups, None)
         if self.mid_attention:  # the only attention sits at the lowest resolution

@@ -21,6 +21,11 @@ S/2 and S on the model grid, then at every octave of the references' own grid up
 time looking at the references warped at that level. Flows are fractions of the frame
 (`vidm.models.warp`), so they carry across grids of any size and aspect.
 
+With `flow_prior="dis"` an in-between frame starts from the classical flow baseline's answer
+(`vidm.models.flow_prior`): its flows and blend logits, at the references' resolution, are the
+base of the state at every level and the network learns only the deltas, so the untrained
+decoder already matches DIS flow and training only has to beat it.
+
 The decoder is trained with noised and dropped latents (`latent_sigma`, given to the network),
 so it learns to match the references itself where the latent is unsure.
 """
@@ -31,7 +36,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vidm.errors import ConfigError
 from vidm.models.embeddings import zero_module
+from vidm.models.flow_prior import PRIORS, dis_prior
 from vidm.models.warp import backward_warp, level_sizes, resize
 
 SLOTS = 2  # reference slots; a missing reference gets zero weight
@@ -118,12 +125,17 @@ class RefineBlock(nn.Module):
 
 
 class ReferenceDecoder(nn.Module):
-    def __init__(self, latent_channels: int, width: int, corr_radius: int):
+    def __init__(self, latent_channels: int, width: int, corr_radius: int, flow_prior: str = "none"):
         super().__init__()
+        if flow_prior not in PRIORS:
+            raise ConfigError(f"ReferenceDecoder flow_prior: expected one of {PRIORS}, got {flow_prior!r}")
         self.radius = corr_radius
+        self.flow_prior = flow_prior
         d_gen = (2 * corr_radius + 1) ** 2
         d_pair = (2 * corr_radius + 3) ** 2  # refs are further apart than ref and target
         cin = latent_channels + 1 + width + 3 + SLOTS * (width + d_gen + 3 + 2) + d_pair
+        if flow_prior != "none":
+            cin += 2 * SLOTS + 3  # the prior's flows and logits at the coarse grid
         self.features = FeatureEncoder(width)
         self.coarse = CoarseEstimator(cin, width)
         self.refine = RefineBlock(width)
@@ -131,8 +143,9 @@ class ReferenceDecoder(nn.Module):
     def forward(self, z: torch.Tensor, x_gen: torch.Tensor, refs: torch.Tensor, offsets: torch.Tensor,
                 present: torch.Tensor, latent_sigma: torch.Tensor, return_logits: bool = False):
         """refs (N, SLOTS, 3, H, W), offsets / present (N, SLOTS) (present 1 or 0; an absent
-        slot's pixels are ignored), latent_sigma (N,) -> (N, 3, H, W) (and the final blend
-        logits (N, 3, H, W) with return_logits, for a training penalty).
+        slot's pixels are ignored), latent_sigma (N,) -> (N, 3, H, W) (and the network's share of
+        the final blend logits (N, 3, H, W), without the prior, with return_logits, for a
+        training penalty).
 
         The state carried across levels (flows, logits, residual, context) and the warps stay in
         float32 under autocast: bf16 coordinates would be off by a pixel or two at 256 px."""
@@ -155,7 +168,14 @@ class ReferenceDecoder(nn.Module):
             parts += [f_ref[k], correlation(f_gen, f_ref[k], self.radius).to(dt), resize(ref_s[k], g),
                       const(tau[:, k]), const(present[:, k])]
         parts.append(correlation(f_ref[0], f_ref[1], self.radius + 1).to(dt) * const(present[:, 1]))
+        if self.flow_prior == "dis":
+            p_flow, p_logits = dis_prior(refs.float(), offsets, present)
+            px_g = torch.tensor([g[1], g[0]], device=z.device, dtype=torch.float32).repeat(SLOTS).view(1, -1, 1, 1)
+            parts += [(resize(p_flow, g) * px_g / 8).to(dt), (resize(p_logits, g) / 8).to(dt)]
+        else:
+            p_flow = p_logits = None
         y = self.coarse(torch.cat(parts, 1)).float()
+        # flow / logits below are the network's part; the prior (if any) is added at each level
         flow, logits, hidden = y.split([2 * SLOTS, 3, HIDDEN], 1)
         residual = y.new_zeros(N, 3, *g)
         pres = present.float()
@@ -171,6 +191,9 @@ class ReferenceDecoder(nn.Module):
                 pyramid[size] = torch.stack([resize(refs[:, k], size) for k in range(SLOTS)], 1)
             return pyramid[size]
 
+        def with_prior(own, prior, size):  # the state at a level: the network's part + the prior's
+            return own if prior is None else own + resize(prior, size)
+
         out = None
         for size in levels:
             flow, logits = resize(flow, size), resize(logits, size)
@@ -178,17 +201,19 @@ class ReferenceDecoder(nn.Module):
             r = refs_at(size)
             gen = resize(x_gen, size)
             px = torch.tensor([size[1], size[0]], device=z.device, dtype=torch.float32).repeat(SLOTS).view(1, -1, 1, 1)
-            warped = [backward_warp(r[:, k], flow[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
-            comp = self._compose(warped, gen, bound_logits(logits) + mask, residual)
-            inp = torch.cat([r.flatten(1, 2), *warped, comp, gen, flow * px / 8, bound_logits(logits) / 8,
+            f_all, l_all = with_prior(flow, p_flow, size), bound_logits(with_prior(logits, p_logits, size))
+            warped = [backward_warp(r[:, k], f_all[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
+            comp = self._compose(warped, gen, l_all + mask, residual)
+            inp = torch.cat([r.flatten(1, 2), *warped, comp, gen, f_all * px / 8, l_all / 8,
                              pres.view(N, SLOTS, 1, 1).expand(N, SLOTS, *size), hidden, residual], 1)
             d = self.refine(inp).float()
             d_flow, d_logits, d_res, d_hidden = d.split([2 * SLOTS, 3, 3, HIDDEN], 1)
             flow = flow + d_flow / px
             logits, residual, hidden = logits + d_logits, residual + d_res, hidden + d_hidden
-            warped = [backward_warp(r[:, k], flow[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
-            out = self._compose(warped, gen, bound_logits(logits) + mask, residual)
-        return (out, bound_logits(logits)) if return_logits else out
+            f_all, l_all = with_prior(flow, p_flow, size), bound_logits(with_prior(logits, p_logits, size))
+            warped = [backward_warp(r[:, k], f_all[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
+            out = self._compose(warped, gen, l_all + mask, residual)
+        return (out, bound_logits(logits)) if return_logits else out  # the penalty sees the network's part
 
     @staticmethod
     def _compose(warped: list[torch.Tensor], gen: torch.Tensor, logits: torch.Tensor,
