@@ -240,10 +240,12 @@ def test_cli_pack_builds_a_loadable_pipeline(pipe, tmp_path):
         getattr(pipe, stage).save_pretrained(tmp_path / stage / "model")
     rc = main(["pack", "--autoencoder", str(tmp_path / "autoencoder"), "--content", str(tmp_path / "content"),
                "--motion", str(tmp_path / "motion" / "model"), "--size", str(SIZE), "--window", "5",
-               "--max-span", "8", "--sigma-data", "0.5", "-o", str(tmp_path / "packed")])
+               "--max-span", "8", "--sigma-data", "0.5", "--decode-latent-sigma", "0.75",
+               "-o", str(tmp_path / "packed")])
     assert rc == 0
     packed = VideoPipeline.from_pretrained(tmp_path / "packed", device="cpu", dtype="fp32")
     assert packed.config.window == 5 and packed.config.context == 2
+    assert packed.config.decode_latent_sigma == 0.75
 
 
 @pytest.mark.parametrize("case", ["missing_image", "sizes_differ", "zero_frames", "missing_out_dir",

@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--sampler", default=None, help="default sampler (default dpmpp_2m)")
     s.add_argument("--guidance", type=argtypes.float_in(0.0, 100.0), default=None,
                    help="default guidance on input frames, 0 to 100 (default 1.5)")
+    s.add_argument("--decode-latent-sigma", type=argtypes.float_in(0.0), default=None,
+                   help="how unsure a reference decoder should take the sampled latents to be: higher leans "
+                        "more on the reference pixels (default 0)")
     p.add_argument("--fp32", action="store_true", help="store float32 weights (default float16: half the size)")
     add_overwrite_arg(p)
     p.set_defaults(func=run_pack)
@@ -220,7 +223,7 @@ def run_pack(args) -> int:
     unchecked = check_latents(records, ae, dirs["autoencoder"])
     cfg = dataclasses.replace(PipelineConfig(), **settings)
     cfg.context = cfg.window // 2 if args.context is None else args.context
-    for name in ("frame_step", "fps", "steps", "sampler", "guidance"):
+    for name in ("frame_step", "fps", "steps", "sampler", "guidance", "decode_latent_sigma"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.validate("vidm pack")  # e.g. --context 99 for a 9-frame window, before any weights are written
