@@ -108,3 +108,22 @@ def test_init_skip_lets_a_reshaped_part_start_fresh(tmp_path):
     sd, od = new.state_dict(), old.state_dict()
     assert all(torch.equal(sd[k], od[k]) for k in od if not k.startswith("ref_decoder."))
     assert all(torch.equal(sd[k], fresh[k]) for k in sd if k.startswith("ref_decoder."))
+
+
+def test_latent_fingerprint_ignores_the_sign_of_zero_and_the_decoder():
+    # An EMA of a frozen encoder weight turned a -0.0 into 0.0, and `vidm pack` then refused the
+    # content model trained on exactly those latents.
+    from vidm.models.pretrained import latent_fingerprint
+
+    ae = prior_ae(prior="none")
+    w = ae.encoder.state_dict()
+    name = next(k for k, v in w.items() if v.is_floating_point() and v.numel() > 1)
+    with torch.no_grad():
+        ae.encoder.state_dict()[name].view(-1)[0] = 0.0
+        zero = latent_fingerprint(ae)
+        ae.encoder.state_dict()[name].view(-1)[0] = -0.0
+        assert latent_fingerprint(ae) == zero
+        ae.decoder.conv_out.weight.add_(1.0)
+        assert latent_fingerprint(ae) == zero
+        ae.encoder.state_dict()[name].view(-1)[0] = 0.5
+        assert latent_fingerprint(ae) != zero  # a real change of the encoder still shows

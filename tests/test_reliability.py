@@ -27,10 +27,10 @@ import torch
 
 from video_helpers import decode_index, index_frames
 from vidm.cli import main
-from vidm.pipeline.pipeline import default_model_dir
+from vidm.pipeline.pipeline import resolve_model
 from vidm.video import read_clip, read_image, write_video
 
-BUNDLED = default_model_dir()
+BUNDLED = resolve_model("synth-tiny")  # these checks need a plain-decoder pipeline with known records
 SAMPLE = ["--steps", "1", "--quiet"]
 
 

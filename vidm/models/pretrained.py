@@ -81,7 +81,8 @@ def latent_fingerprint(autoencoder) -> str:
         if not name.startswith("encoder."):
             continue
         t = t.detach().cpu()
-        t = t.to(torch.float16) if t.is_floating_point() else t
+        if t.is_floating_point():  # -0.0 -> 0.0: an EMA of a frozen weight can flip the sign of a zero
+            t = torch.where(t == 0, torch.zeros_like(t), t).to(torch.float16)
         h.update(name.encode())
         h.update(repr(tuple(t.shape)).encode())
         h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
