@@ -245,3 +245,35 @@ def test_train_autoencoder_with_references_runs_and_exports(tmp_path):
     with torch.no_grad():
         out = ae.decode(torch.randn(1, 4, 8, 8), refs, torch.tensor([[-1.0, 1.0]]))
     assert out.shape == (1, 3, 50, 70)
+
+
+def test_shot_bounds_find_cuts_and_examples_stay_inside_a_shot(tmp_path):
+    from vidm.data.frame_bank import ExampleConfig, FrameBank, ReferenceExamples, shot_bounds
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (1, 24, 32, 3))
+    b = rng.integers(0, 255, (1, 24, 32, 3))
+    drift = np.arange(12).reshape(-1, 1, 1, 1)  # slow change within a shot: no cut
+    video = np.concatenate([np.clip(a + drift, 0, 255), np.clip(b + drift, 0, 255)]).astype(np.uint8)
+    assert shot_bounds(video).tolist() == [0, 12, 24]
+    assert shot_bounds(video[:12]).tolist() == [0, 12]
+    assert shot_bounds(video[:1]).tolist() == [0, 1]
+
+    dark = rng.integers(0, 80, (12, 40, 40, 3))  # shot 1: every pixel < 80
+    bright = rng.integers(175, 255, (12, 40, 40, 3))  # shot 2: every pixel > 175
+    bank = FrameBank(_tiny_folder(tmp_path / "v", videos=1), max_short_side=64)
+    bank.videos = [np.concatenate([dark, bright]).astype(np.uint8)]
+    bank.shots = [shot_bounds(bank.videos[0])]
+    assert bank.shots[0].tolist() == [0, 12, 24]
+    ds = ReferenceExamples(bank, 32, ExampleConfig(scales=(1,), scale_probs=(1.0,), max_gap=16, p_anchor=1.0))
+    sides = set()
+    for seed in range(200):
+        ex = ds[(0, seed)]
+        k = int(ex["present"].sum())
+        means = [float(ex["frames"][j, :, :32, :32].mean()) for j in range(1 + k)]  # in [-1, 1]
+        side = {m > 0 for m in means}
+        assert len(side) == 1, (seed, means)  # target and references from one shot
+        sides |= side
+        if k:
+            assert ex["offsets"][:k].abs().max() <= 11
+    assert sides == {False, True}  # both shots are drawn

@@ -5,6 +5,10 @@ several resolutions, thousands of times a minute. Seeking into long-GOP real vid
 0.02-0.4 s per clip on one core, so `FrameBank` decodes every video once (short side capped,
 area filter) and keeps uint8 frames; `ReferenceExamples` draws examples from it.
 
+Examples never span a shot cut (`shot_bounds`): a target whose references lie in another shot
+has nothing in them to build it from, and a few such examples (the footage's iscc_demo.mp4 has
+26 cuts) carry a large share of the loss.
+
 What counts as a video is decided by probing (FFmpeg opens it and yields a frame), not by its
 extension, and every frame that decodes is used, whatever the container header claims.
 """
@@ -51,11 +55,30 @@ def decode_all(path: Path, max_short_side: int | None) -> np.ndarray:
     return np.stack(frames)
 
 
+CUT_LEVELS = 20.0  # a cut: consecutive frames differ by more than this (mean |diff|, 0..255) ...
+CUT_RATIO = 6.0  # ... and by more than this many times the video's median difference
+
+
+def shot_bounds(video: np.ndarray) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> int64 (K + 1,) boundaries of its K shots: shot k is frames
+    b[k] .. b[k+1] - 1. A cut is a jump in the mean absolute difference of consecutive frames
+    (measured on a thumbnail of at most 64 px: cheap, and blind to noise)."""
+    T = len(video)
+    if T < 2:
+        return np.array([0, T], dtype=np.int64)
+    step = max(1, min(video.shape[1:3]) // 64)
+    thumb = video[:, ::step, ::step].astype(np.int16)
+    d = np.abs(np.diff(thumb, axis=0)).mean(axis=(1, 2, 3))  # (T - 1,): frame t vs t + 1
+    cuts = np.nonzero(d > max(CUT_LEVELS, CUT_RATIO * float(np.median(d))))[0] + 1
+    return np.concatenate([[0], cuts, [T]]).astype(np.int64)
+
+
 class FrameBank:
     """All decodable videos under `root` (or the given files), each as uint8 (T, H, W, 3).
 
     `.names` are paths relative to the root; `.skipped` lists (path, reason) of files that did
-    not decode; videos with fewer than `min_frames` frames are skipped too."""
+    not decode; videos with fewer than `min_frames` frames are skipped too. `.shots[i]` are
+    video i's shot boundaries (`shot_bounds`)."""
 
     def __init__(self, root: str | os.PathLike, max_short_side: int | None = 256, min_frames: int = 2,
                  progress: bool = False):
@@ -65,6 +88,7 @@ class FrameBank:
         self.videos: list[np.ndarray] = []
         self.names: list[str] = []
         self.skipped: list[tuple[str, str]] = []
+        self.shots: list[np.ndarray] = []
         files = candidate_files(self.root)
         for p in tqdm(files, desc="decoding videos", unit="video", disable=not progress, leave=False):
             try:
@@ -76,6 +100,7 @@ class FrameBank:
                 self.skipped.append((str(p), f"only {len(arr)} frame(s)"))
                 continue
             self.videos.append(arr)
+            self.shots.append(shot_bounds(arr))
             self.names.append(p.relative_to(self.root).as_posix() if p != self.root else p.name)
         if not self.videos:
             raise NoVideosError(f"{self.root}: no decodable video with >= {min_frames} frames "
@@ -132,8 +157,14 @@ class ReferenceExamples(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.bank)
 
+    def _shot(self, rng: np.random.Generator, bounds: np.ndarray) -> tuple[int, int]:
+        """(first frame, length) of a shot drawn in proportion to its length."""
+        lengths = np.diff(bounds)
+        k = int(rng.choice(len(lengths), p=lengths / lengths.sum()))
+        return int(bounds[k]), int(lengths[k])
+
     def _times(self, rng: np.random.Generator, n: int) -> tuple[int, list[int]]:
-        """(target index, [reference indices]) in a video of n frames."""
+        """(target index, [reference indices]) in a shot of n frames (the anchor: its first)."""
         c = self.cfg
         mode = rng.choice(3, p=[c.p_two, c.p_one, c.p_none])
         if mode == 0 and n >= 3:
@@ -143,7 +174,7 @@ class ReferenceExamples(torch.utils.data.Dataset):
             t = s + int(rng.integers(1, g))
             refs = [s, s + g] if rng.random() < 0.5 else [s + g, s]
             return t, refs
-        if mode != 2:
+        if mode != 2 and n >= 2:  # a one-frame shot gets a plain-decoder example
             d = int(rng.integers(1, min(c.max_back, n - 1) + 1))
             t = int(rng.integers(d, n))
             refs = [t - d]
@@ -158,7 +189,9 @@ class ReferenceExamples(torch.utils.data.Dataset):
         c = self.cfg
         video = self.bank.videos[int(index)]
         T, H, W, _ = video.shape
-        t, refs = self._times(rng, T)
+        first, n = self._shot(rng, self.bank.shots[int(index)])
+        t, refs = self._times(rng, n)
+        t, refs = first + t, [first + r for r in refs]
         scale = int(rng.choice(c.scales, p=np.asarray(c.scale_probs) / sum(c.scale_probs)))
         P = self.size * scale
         short = min(H, W)
@@ -182,4 +215,4 @@ class ReferenceExamples(torch.utils.data.Dataset):
         return {"frames": frames, "scale": scale, "offsets": offsets, "present": present}
 
 
-__all__ = ["FrameBank", "ReferenceExamples", "ExampleConfig", "candidate_files", "decode_all"]
+__all__ = ["FrameBank", "ReferenceExamples", "ExampleConfig", "candidate_files", "decode_all", "shot_bounds"]
