@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from vidm import args as argtypes
+from vidm.bundled import MODEL_HELP
 from vidm.commands.sample import add_infill_args, load_pipeline
 from vidm.errors import ConfigError
 from vidm.outputs import OutputPlan, add_overwrite_arg
@@ -22,7 +23,7 @@ DEFAULT_METHODS = "model,crossfade,flow"
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and sampling")
-    g.add_argument("--model", default=None, help="pipeline folder, or the name of a bundled one (default: the bundled synth-tiny)")
+    g.add_argument("--model", default=None, help=MODEL_HELP)
     g.add_argument("--steps", type=argtypes.int_at_least(1, 10000), default=None,
                    help="solver steps per window (default: the model's)")
     g.add_argument("--sampler", default=None, help="euler, heun, dpmpp_2m or euler_ancestral (default: the model's)")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from vidm import args as argtypes
+from vidm.bundled import MODEL_HELP
 from vidm.args import plural
 from vidm.errors import ConfigError, VideoError
 from vidm.outputs import OutputPlan, add_overwrite_arg
@@ -18,7 +19,7 @@ MAX_GUIDANCE = 100.0
 
 def _add_common(p: argparse.ArgumentParser, samples: bool = True) -> None:
     g = p.add_argument_group("model and sampling")
-    g.add_argument("--model", default=None, help="pipeline folder, or the name of a bundled one (default: the bundled synth-tiny)")
+    g.add_argument("--model", default=None, help=MODEL_HELP)
     g.add_argument("--steps", type=argtypes.int_at_least(1, MAX_STEPS), default=None,
                    help="solver steps per window (default: the model's, 20)")
     g.add_argument("--sampler", default=None,

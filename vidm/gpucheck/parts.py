@@ -28,10 +28,11 @@ import time
 import traceback
 from pathlib import Path
 
+from vidm.bundled import PRETRAINED_ROOT
 from vidm.gpucheck.proc import run_tree
 from vidm.gpucheck.report import clean_json
 
-BUNDLED = Path(__file__).resolve().parent.parent / "pretrained" / "synth-tiny"
+BUNDLED = PRETRAINED_ROOT / "synth-tiny"  # its GPU checks compare against this plain-decoder model
 STAGES = ("autoencoder", "content", "motion")
 PROVIDERS = ("triton", "torch")
 

@@ -27,6 +27,7 @@ import torch
 from vidm.diffusion import (Denoiser, get_sampler, get_sigmas_karras, guided_infill_denoiser, initial_state,
                             noise_mask_for)
 from vidm.diffusion.splat import brackets, splat_inbetweens, splat_window_mean
+from vidm.bundled import DEFAULT_MODEL, PRETRAINED_ROOT
 from vidm.errors import CheckpointError, ConfigError, NumericalError, ShapeError
 from vidm.models import AutoencoderKL, ContentUNet, MotionUNet, autocast_dtype
 from vidm.models.autoencoder import decode_frames, encode_frames
@@ -40,9 +41,6 @@ DTYPES = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": tor
 
 
 CHUNK = 64  # frames encoded / decoded per autoencoder call from the pipeline
-
-PRETRAINED_ROOT = Path(__file__).resolve().parent.parent / "pretrained"
-DEFAULT_MODEL = "synth-tiny"  # the bundled pipeline used when no --model is given
 
 
 def bundled_models() -> list[str]:
