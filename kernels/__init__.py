@@ -1,4 +1,5 @@
-"""Fused ops used by every vidm model: `attention` and `group_norm` (+ scale/shift + SiLU).
+"""Fused ops used by every vidm model: `attention` and `group_norm` (+ scale/shift, per sample or
+per position, + SiLU).
 
 Each op lives in one file (kernels/attention.py, kernels/group_norm.py) with its Triton
 kernels, a pure-torch reference, an autograd.Function and its dispatch. The dispatch picks the

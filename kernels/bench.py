@@ -3,20 +3,26 @@
 
 For each op over the shapes a video UNet produces (spatial attention over 16x16..64x64 tokens,
 temporal attention over 8..25 frames with batch B*h*w, GroupNorm+scale/shift+SiLU over
-(B*T, C, H, W) with 32 groups), each provider (triton, sdpa, xformers, eager torch), forward
-and forward+backward: median milliseconds, TFLOP/s (attention) or GB/s (GroupNorm, each
-tensor read or written once), and the fraction of this device's peak, measured in the same
-run (copy bandwidth; matmul rate in the benchmark dtype, bf16 by default on a GPU). Each
-provider's forward output is also compared with the baseline's (SDPA / fp32 torch
-GroupNorm), so a GPU run checks the compiled kernels too. Issue 6's GPU targets are checked
-at the end where Triton rows exist.
+(B*T, C, H, W) with 32 groups, per-sample (`group_norm`) and per-position (`group_norm_pos`,
+PosGN: scale/shift of x's full shape, NCHW slices of one tensor as the positional MLP writes
+them, at the base motion preset's ResBlock shapes)), each provider (triton, sdpa, xformers,
+eager torch; for group_norm_pos also `chain`, the plain unfused torch ops the fallback
+replaces), forward and forward+backward: median milliseconds, TFLOP/s (attention) or GB/s
+(GroupNorm, each tensor read or written once), and the fraction of this device's peak,
+measured in the same run (copy bandwidth; matmul rate in the benchmark dtype, bf16 by default
+on a GPU). Each provider's forward output is also compared with the baseline's (SDPA / fp32
+torch GroupNorm), so a GPU run checks the compiled kernels too. Issue 6's GPU targets are
+checked at the end where Triton rows exist.
 
 On a GPU, SDPA is timed three ways: torch's own backend choice (`sdpa`, the baseline of
 `speedup`) and pinned to its flash (`sdpa_flash`) and memory-efficient (`sdpa_efficient`)
 backends. `--compile [BACKEND]` adds `compiled`: torch.compile of the eager chain (one compile
-per case, timed as `first_call_s`). `--shapes FILE.json` replaces the preset's shapes:
-{"attention": [[label, B, H, N, D], ...], "group_norm": [[label, B*T, C, H, W(, groups)], ...]}
-(the GPU check, `python -m vidm.gpucheck`, passes the shapes of the base model presets).
+per case, timed as `first_call_s`); group_norm_pos has it by default on a GPU (inductor: the
+third provider beside triton and torch; on a CPU only with --compile, as inductor needs a C++
+toolchain there and compiles slowly). `--shapes FILE.json` replaces the preset's shapes:
+{"attention": [[label, B, H, N, D], ...], "group_norm": [[label, B*T, C, H, W(, groups)], ...],
+"group_norm_pos": [same as group_norm]} (the GPU check, `python -m vidm.gpucheck`, passes the
+shapes of the base model presets).
 
 On a CPU the torch providers run; Triton would only run in its interpreter there, whose
 timings mean nothing, so it is skipped with a note.
@@ -32,6 +38,7 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 from kernels._common import HAS_TRITON, INTERPRET, has_xformers
 from kernels.attention import attention_reference, attention_torch, attention_triton, attention_xformers
@@ -62,6 +69,18 @@ GROUP_NORM_SHAPES = {
               ("C=1280 8x8", 4, 1280, 8, 8)],
     "tiny": [("C=64 8x8", 2, 64, 8, 8)],
 }
+# Per-position modulation (PosGN): the base motion preset's most frequent ResBlock norms
+# (vidm.gpucheck.shapes.capture("base"); tests/test_posgn.py checks they are there) at its
+# training batch, 8 clips x 16 frames (quick: 16 frames).
+GROUP_NORM_POS_SHAPES = {
+    "full": [("pos C=128 32x32", 128, 128, 32, 32), ("pos C=256 32x32", 128, 256, 32, 32),
+             ("pos C=256 16x16", 128, 256, 16, 16), ("pos C=384 8x8", 128, 384, 8, 8),
+             ("pos C=512 4x4", 128, 512, 4, 4)],
+    "quick": [("pos C=128 32x32", 16, 128, 32, 32), ("pos C=256 16x16", 16, 256, 16, 16),
+              ("pos C=512 4x4", 16, 512, 4, 4)],
+    "tiny": [("pos C=64 8x8", 2, 64, 8, 8)],
+}
+OPS = ("attention", "group_norm", "group_norm_pos")
 GROUPS = 32
 REPS = {"full": (3, 20), "quick": (1, 5), "tiny": (0, 1)}  # (warm-up, min timed) per case; GPU >= (3, 10)
 TRITON_NOTE = ("Triton timings need a GPU: without one Triton runs only in its interpreter "
@@ -208,7 +227,10 @@ def attention_providers(device: torch.device, compile_backend: str | None = None
     }
 
 
-def group_norm_providers(device: torch.device, compile_backend: str | None = None, groups: int = GROUPS) -> dict:
+def group_norm_providers(device: torch.device, compile_backend: str | None = None, groups: int = GROUPS,
+                         per_position: bool = False) -> dict:
+    """per_position: also `chain` (the plain unfused torch ops, what the fallback replaces and
+    what `compiled` compiles), and `compiled` by default on a GPU (see the module docstring)."""
     cuda = device.type == "cuda"
     triton = (lambda x, w, b, sc, sh: group_norm_triton(x, groups, w, b, sc, sh, "silu")) \
         if cuda and HAS_TRITON and not INTERPRET else None
@@ -216,8 +238,15 @@ def group_norm_providers(device: torch.device, compile_backend: str | None = Non
     def eager(x, w, b, sc, sh):
         return group_norm_torch(x, groups, w, b, sc, sh, "silu")
 
-    return {"triton": triton, "eager": eager,
-            **({"compiled": _Compiled(eager, compile_backend)} if compile_backend else {})}
+    def chain(x, w, b, sc, sh):
+        return F.silu(F.group_norm(x, groups, w.to(x.dtype), b.to(x.dtype)) * (1 + sc) + sh)
+
+    if not per_position:
+        return {"triton": triton, "eager": eager,
+                **({"compiled": _Compiled(eager, compile_backend)} if compile_backend else {})}
+    backend = compile_backend or ("inductor" if cuda else None)
+    return {"triton": triton, "eager": eager, "chain": chain,
+            "compiled": _Compiled(chain, backend) if backend else None}
 
 
 def _first_call(rec: dict, name: str, fn, *inputs):
@@ -262,27 +291,38 @@ def bench_attention(device, dtype, preset, timer, peaks, shapes=None, compile_ba
     return results
 
 
-def bench_group_norm(device, dtype, preset, timer, peaks, shapes=None, compile_backend=None) -> list[dict]:
+def bench_group_norm(device, dtype, preset, timer, peaks, shapes=None, compile_backend=None,
+                     per_position: bool = False) -> list[dict]:
+    """GroupNorm + scale/shift + SiLU; per_position: scale/shift of x's shape (op group_norm_pos)."""
     results = []
+    op = "group_norm_pos" if per_position else "group_norm"
     gen = torch.Generator(device=device).manual_seed(0)
-    for label, BT, C, Hs, Ws, *rest in (GROUP_NORM_SHAPES[preset] if shapes is None else shapes):
+    default = (GROUP_NORM_POS_SHAPES if per_position else GROUP_NORM_SHAPES)[preset]
+    for label, BT, C, Hs, Ws, *rest in (default if shapes is None else shapes):
         groups = int(rest[0]) if rest else GROUPS
-        providers = group_norm_providers(device, compile_backend, groups)
+        providers = group_norm_providers(device, compile_backend, groups, per_position)
         x = torch.randn(BT, C, Hs, Ws, device=device, dtype=dtype, generator=gen)
         w = 1 + 0.1 * torch.randn(C, device=device, generator=gen)
         b = 0.1 * torch.randn(C, device=device, generator=gen)
-        sc = 0.1 * torch.randn(BT, C, device=device, generator=gen)
-        sh = 0.1 * torch.randn(BT, C, device=device, generator=gen)
+        if per_position:  # NCHW slices of one (BT, 2C, H, W) tensor, in x's dtype, as the MLP writes them
+            sc, sh = (0.1 * torch.randn(BT, 2 * C, Hs, Ws, device=device, generator=gen)).to(dtype).split(C, dim=1)
+        else:
+            sc = 0.1 * torch.randn(BT, C, device=device, generator=gen)
+            sh = 0.1 * torch.randn(BT, C, device=device, generator=gen)
         dy = torch.randn_like(x)
         # Bytes: forward reads x, writes y; backward reads x and dy, writes dx (params negligible).
-        work = {"amount": 2 * x.numel() * x.element_size(), "bwd_factor": 2.5}
-        ref = group_norm_torch(x.float(), groups, w, b, sc, sh, "silu")
+        # Per position also: forward reads scale, shift; backward reads them, writes their grads.
+        tensors_fwd, tensors_all = (4, 11) if per_position else (2, 5)
+        work = {"amount": tensors_fwd * x.numel() * x.element_size(), "bwd_factor": tensors_all / tensors_fwd}
+        ref = group_norm_torch(x.float(), groups, w, b, sc.float(), sh.float(), "silu")
         for name, fn in providers.items():
-            rec = {"op": "group_norm", "case": label, "shape": [BT, C, Hs, Ws], "groups": groups,
+            rec = {"op": op, "case": label, "shape": [BT, C, Hs, Ws], "groups": groups,
                    "provider": name, "dtype": str(dtype).replace("torch.", ""), "bytes_fwd": work["amount"],
+                   "bytes_fwd_bwd": work["amount"] * work["bwd_factor"],
                    "flops_fwd_approx": 12 * x.numel()}  # normalise, affine, modulate, SiLU
             if fn is None:
-                rec["skipped"] = "needs a GPU"
+                rec["skipped"] = ("needs a GPU" if name == "triton" else
+                                  "CPU: pass --compile to time torch.compile (inductor needs a C++ toolchain here)")
             else:
                 try:
                     rec["rel_err_vs_fp32_torch"] = _rel_err(_first_call(rec, name, fn, x, w, b, sc, sh), ref)
@@ -298,11 +338,16 @@ def bench_group_norm(device, dtype, preset, timer, peaks, shapes=None, compile_b
 # ---------------------------------------------------------------------------------------------
 # Report
 
+# The `speedup` baseline per op: SDPA; the eager torch GroupNorm; for per-position modulation
+# the plain unfused chain (so the fallback's own row says what its in-place ops gain).
+BASELINES = {"attention": "sdpa", "group_norm": "eager", "group_norm_pos": "chain"}
+
+
 def _speedups(results: list[dict]) -> None:
-    """Add `speedup` (baseline time / this time) per pass; baselines: sdpa, eager GroupNorm."""
+    """Add `speedup` (baseline time / this time) per pass, against BASELINES."""
     base = {}
     for r in results:
-        if r["provider"] == {"attention": "sdpa", "group_norm": "eager"}[r["op"]]:
+        if r["provider"] == BASELINES[r["op"]]:
             base[(r["op"], r["case"])] = r
     for r in results:
         b = base.get((r["op"], r["case"]))
@@ -312,20 +357,20 @@ def _speedups(results: list[dict]) -> None:
 
 
 def format_table(results: list[dict]) -> str:
-    head = f"{'op':<10} {'case':<22} {'shape':<20} {'provider':<14} {'pass':<8} {'ms':>9} " \
+    head = f"{'op':<14} {'case':<22} {'shape':<20} {'provider':<14} {'pass':<8} {'ms':>9} " \
            f"{'rate':>16} {'% peak':>7} {'speedup':>8}"
     lines = [head, "-" * len(head)]
     for r in results:
         shape = "x".join(map(str, r["shape"]))
         if "skipped" in r or "error" in r:
-            lines.append(f"{r['op']:<10} {r['case']:<22} {shape:<20} {r['provider']:<14} "
+            lines.append(f"{r['op']:<14} {r['case']:<22} {shape:<20} {r['provider']:<14} "
                          f"{'-':<8} {r.get('skipped') or r.get('error')}")
             continue
         for p in ("fwd", "fwd+bwd"):
             t = r[p]
             rate = f"{t['TFLOPs']:.3g} TFLOP/s" if "TFLOPs" in t else f"{t['GBps']:.1f} GB/s"
             frac = f"{100 * t['peak_fraction']:.1f}" if t["peak_fraction"] is not None else "-"
-            lines.append(f"{r['op']:<10} {r['case']:<22} {shape:<20} {r['provider']:<14} {p:<8} "
+            lines.append(f"{r['op']:<14} {r['case']:<22} {shape:<20} {r['provider']:<14} {p:<8} "
                          f"{t['ms']:>9.3f} {rate:>16} {frac:>7} {t.get('speedup', float('nan')):>8.2f}")
     return "\n".join(lines)
 
@@ -358,17 +403,18 @@ def check_targets(results: list[dict]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # Entry points
 
-def run(quick: bool = False, ops=("attention", "group_norm"), dtype: str = "auto", device: str = "auto",
+def run(quick: bool = False, ops=OPS, dtype: str = "auto", device: str = "auto",
         reps: int | None = None, out: str | None = None, preset: str | None = None, log=print,
         shapes: dict | None = None, compile_backend: str | None = None) -> dict:
     """Run the benchmark, print the table (through `log`), optionally write JSON; returns the
     report dict. preset: "full", "quick" or "tiny" (tests); default from `quick`. It sets the
-    repetitions, and the shapes unless `shapes` ({"attention": [...], "group_norm": [...]}, see
-    the module docstring) gives them. compile_backend: also time torch.compile(eager chain)."""
+    repetitions, and the shapes unless `shapes` ({"attention": [...], "group_norm": [...],
+    "group_norm_pos": [...]}, see the module docstring) gives them. compile_backend: also time
+    torch.compile(eager chain)."""
     preset = preset or ("quick" if quick else "full")
-    unknown = set(ops) - {"attention", "group_norm"}
+    unknown = set(ops) - set(OPS)
     if unknown:
-        raise ConfigError(f"--ops: unknown op(s) {sorted(unknown)}; choose from attention, group_norm")
+        raise ConfigError(f"--ops: unknown op(s) {sorted(unknown)}; choose from {', '.join(OPS)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -400,11 +446,15 @@ def run(quick: bool = False, ops=("attention", "group_norm"), dtype: str = "auto
         results += bench_attention(dev, tdtype, preset, timer, peaks, shapes.get("attention"), compile_backend)
     if "group_norm" in ops:
         results += bench_group_norm(dev, tdtype, preset, timer, peaks, shapes.get("group_norm"), compile_backend)
+    if "group_norm_pos" in ops:
+        results += bench_group_norm(dev, tdtype, preset, timer, peaks, shapes.get("group_norm_pos"), compile_backend,
+                                    per_position=True)
     _speedups(results)
     targets = check_targets(results)
     log(format_table(results))
     log(f"rate: attention TFLOP/s (% of the measured {dtype} matmul rate); GroupNorm GB/s, each tensor read/written once "
-        "(% of copy bandwidth). speedup: vs sdpa (attention) / eager torch chain (GroupNorm).")
+        "(group_norm_pos: x, scale, shift, y forward; + dy, dx, dscale, dshift backward) (% of copy bandwidth). "
+        "speedup: vs sdpa (attention) / eager torch (group_norm) / the plain unfused chain (group_norm_pos).")
     for t in targets:
         value = "n/a" if t["value"] is None else f"{t['value']:.2f}"
         log(f"target {'met   ' if t['ok'] else 'MISSED'} {t['target']}: {value}")
@@ -435,15 +485,16 @@ def _write_json(path: str, report: dict) -> None:
 
 def load_shapes(path: str) -> dict:
     """The --shapes file: {"attention": [[label, B, H, N, D], ...], "group_norm": [[label, BT, C,
-    H, W(, groups)], ...]}; either key may be missing (that op then uses the preset's shapes)."""
+    H, W(, groups)], ...], "group_norm_pos": [as group_norm]}; any key may be missing (that op
+    then uses the preset's shapes)."""
     try:
         with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError) as e:
         raise ConfigError(f"--shapes {path}: cannot read ({e})") from e
-    sizes = {"attention": (5,), "group_norm": (5, 6)}
+    sizes = {"attention": (5,), "group_norm": (5, 6), "group_norm_pos": (5, 6)}
     if not isinstance(data, dict) or set(data) - set(sizes):
-        raise ConfigError(f"--shapes {path}: expected an object with keys attention and/or group_norm")
+        raise ConfigError(f"--shapes {path}: expected an object with keys among {', '.join(sizes)}")
     for op, rows in data.items():
         for row in rows if isinstance(rows, list) else [None]:
             if (not isinstance(row, list) or len(row) not in sizes[op] or not isinstance(row[0], str)

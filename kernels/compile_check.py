@@ -25,6 +25,7 @@ PTR = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32"}
 ATTN_TENSORS = ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")
 GN_TENSORS = ("X", "Y", "DY", "DX")
 GN_FP32 = ("W", "BIAS", "SCALE", "SHIFT", "MEAN", "RSTD", "DSCALE", "DSHIFT", "DW_PART", "DB_PART")
+GN_FULL = ("SCALE", "SHIFT", "DSCALE", "DSHIFT")  # per-position modulation: in the tensor's dtype
 
 
 def _ptxas_candidates() -> list[str]:
@@ -63,8 +64,8 @@ def _variants(dtypes):
         return lambda n: PTR[dtype] if n in ATTN_TENSORS else "*fp32" if n in ("LSE", "DELTA") \
             else "fp32" if n in ("qk_scale", "sm_scale") else "i32"
 
-    def gn_types(dtype):
-        return lambda n: PTR[dtype] if n in GN_TENSORS else "*fp32" if n in GN_FP32 \
+    def gn_types(dtype, full=False):
+        return lambda n: PTR[dtype] if n in GN_TENSORS or (full and n in GN_FULL) else "*fp32" if n in GN_FP32 \
             else "fp32" if n in ("inv_n", "eps") else "i32"
 
     def attention(arch):
@@ -94,17 +95,19 @@ def _variants(dtypes):
         seen = set()
         for dtype in dtypes:
             name = str(dtype).replace("torch.", "")
-            for C, groups in ((64, 32), (96, 32), (320, 32), (640, 32), (1280, 32), (320, 8), (1280, 8)):
-                for S in (1, 49, 64, 256, 1024, 4096):
+            for C, groups in ((64, 32), (96, 32), (256, 32), (320, 32), (640, 32), (1280, 32), (320, 8), (1280, 8)):
+                for S in (1, 16, 49, 64, 256, 1024, 4096):
                     for bwd in (False, True):
-                        bc, bs, one, warps = G._tile(C // groups, S, bwd)
-                        if (dtype, bc, bs, one, bwd) in seen:
-                            continue
-                        seen.add((dtype, bc, bs, one, bwd))
-                        c = dict(HAS_W=True, HAS_B=True, HAS_SCALE=True, HAS_SHIFT=True, SILU=True,
-                                 BLOCK_C=bc, BLOCK_S=bs, ONE_PASS=one)
-                        yield (G._gn_bwd_kernel if bwd else G._gn_fwd_kernel, gn_types(dtype), c, warps,
-                               f"{name} BLOCK_C={bc} BLOCK_S={bs} one_pass={one}")
+                        # per-sample (B, C) and per-position (full-shape) scale/shift
+                        for full in (False, True):
+                            bc, bs, one, warps = G._tile(C // groups, S, bwd, full)
+                            if (dtype, bc, bs, one, bwd, full) in seen:
+                                continue
+                            seen.add((dtype, bc, bs, one, bwd, full))
+                            c = dict(HAS_W=True, HAS_B=True, HAS_SCALE=True, HAS_SHIFT=True, SCALE_FULL=full,
+                                     SHIFT_FULL=full, SILU=True, BLOCK_C=bc, BLOCK_S=bs, ONE_PASS=one)
+                            yield (G._gn_bwd_kernel if bwd else G._gn_fwd_kernel, gn_types(dtype, full), c, warps,
+                                   f"{name} BLOCK_C={bc} BLOCK_S={bs} one_pass={one} full={full}")
 
     return attention, group_norm
 

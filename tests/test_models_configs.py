@@ -52,6 +52,14 @@ def test_unknown_names_and_keys_raise():
         MotionUNetConfig(spacetime_levels=(3,))
     # Configs written before spacetime_levels existed still load (no space-time blocks).
     assert MotionUNetConfig.from_dict({"model_channels": 32}).spacetime_levels == ()
+    with pytest.raises(ConfigError, match="modulation: must be one of embedding, positional, got 'film'"):
+        MotionUNetConfig.from_dict({"modulation": "film"})
+    with pytest.raises(ConfigError, match="expected a string"):
+        ContentUNetConfig.from_dict({"modulation": 1})
+    # ... and before modulation existed: the per-sample noise embedding, as those weights mean.
+    for cls in (ContentUNetConfig, MotionUNetConfig):
+        assert cls.from_dict({"model_channels": 32}).modulation == "embedding"
+        assert cls.defaults()["modulation"] == "embedding"
     with pytest.raises(ConfigError, match="needs a MotionUNetConfig"):
         build_model("motion", ContentUNetConfig())
 
@@ -63,12 +71,13 @@ def test_tiny_param_budgets():
     assert n["autoencoder"] <= 3e6
 
 
-def _small(kind):
+def _small(kind, modulation="embedding"):
     if kind == "autoencoder":
         return AutoencoderKL(AutoencoderConfig(base_channels=16, ch_mult=(1, 2), downsample_factor=2))
-    common = dict(model_channels=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), head_dim=16, norm_groups=4)
-    if kind == "content":
-        return ContentUNet(ContentUNetConfig(num_classes=2, **common))
+    common = dict(model_channels=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), head_dim=16, norm_groups=4,
+                  modulation=modulation)
+    if kind == "content":  # positional modulation has no per-sample embedding for labels
+        return ContentUNet(ContentUNetConfig(num_classes=2 if modulation == "embedding" else 0, **common))
     return MotionUNet(MotionUNetConfig(temporal_levels=(0, 1), **common))
 
 
@@ -78,16 +87,19 @@ def _run(model, kind):
         if kind == "autoencoder":
             return model(torch.randn(2, 3, 8, 8, generator=g), sample_posterior=False)[0]
         if kind == "content":
-            return model(torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, generator=g), torch.tensor([0, 2]))
+            labels = torch.tensor([0, 2]) if model.config.num_classes else None
+            return model(torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, generator=g), labels)
         return model(torch.randn(2, 3, 4, 8, 8, generator=g), torch.randn(2, 3, generator=g),
                      known=torch.tensor([[True, False, False], [False, False, True]]),
                      times=torch.tensor([[0.0, 1.0, 2.5], [0.0, 3.0, 4.0]]), anchor=torch.randn(2, 4, 8, 8, generator=g))
 
 
-@pytest.mark.parametrize("kind", ["autoencoder", "content", "motion"])
-def test_save_load_identical_outputs(tmp_path, kind):
+@pytest.mark.parametrize("kind,modulation", [("autoencoder", "embedding"), ("content", "embedding"),
+                                             ("motion", "embedding"), ("content", "positional"),
+                                             ("motion", "positional")])
+def test_save_load_identical_outputs(tmp_path, kind, modulation):
     torch.manual_seed(0)
-    model = _small(kind).eval()
+    model = _small(kind, modulation).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)  # make the zero-init output layers non-trivial
@@ -97,6 +109,7 @@ def test_save_load_identical_outputs(tmp_path, kind):
     model.save_pretrained(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["kind"] == kind and meta["config"]["preset"] == "custom"
+    assert meta["config"].get("modulation", "embedding") == modulation
 
     loaded = type(model).from_pretrained(tmp_path / "m").eval()
     assert loaded.config == model.config

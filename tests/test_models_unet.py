@@ -183,9 +183,10 @@ def test_space_time_attention_mixes_across_frames_and_positions_in_one_step():
     assert (shifted - out.roll(1, dims=-1)).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("spacetime_levels", [(), (1,)])
-def test_motion_unet_permutation_equivariant(spacetime_levels):
-    net = randomize_zero_init(small_motion(spacetime_levels=spacetime_levels))
+@pytest.mark.parametrize("spacetime_levels,modulation", [((), "embedding"), ((1,), "embedding"),
+                                                          ((1,), "positional")])
+def test_motion_unet_permutation_equivariant(spacetime_levels, modulation):
+    net = randomize_zero_init(small_motion(spacetime_levels=spacetime_levels, modulation=modulation))
     x, c_noise, known, times, anchor = motion_inputs(2, 5)
     perm = torch.tensor([4, 2, 0, 3, 1])
     with torch.no_grad():
@@ -239,9 +240,10 @@ def test_bf16_autocast_forward():
     assert out_c.shape == x[:, 0].shape
 
 
-@pytest.mark.parametrize("spacetime_levels", [(), (0, 1)])
-def test_backward_reaches_all_parameters(spacetime_levels):
-    net = randomize_zero_init(small_motion(spacetime_levels=spacetime_levels)).train()
+@pytest.mark.parametrize("spacetime_levels,modulation", [((), "embedding"), ((0, 1), "embedding"),
+                                                          ((), "positional")])
+def test_backward_reaches_all_parameters(spacetime_levels, modulation):
+    net = randomize_zero_init(small_motion(spacetime_levels=spacetime_levels, modulation=modulation)).train()
     # one block after each ResBlock stage of those levels that stays at the level's resolution
     assert sorted(net.body.spacetime) == (["down0", "down2", "up0", "up2", "up3"] if spacetime_levels else [])
     x, c_noise, known, times, anchor = motion_inputs(1, 3)
@@ -251,8 +253,9 @@ def test_backward_reaches_all_parameters(spacetime_levels):
     assert all(n.startswith("known_embed") for n in no_grad), no_grad
 
 
-def test_gradient_checkpointing_matches():
-    net = randomize_zero_init(small_motion(spacetime_levels=(1,))).train()
+@pytest.mark.parametrize("modulation", ["embedding", "positional"])
+def test_gradient_checkpointing_matches(modulation):
+    net = randomize_zero_init(small_motion(spacetime_levels=(1,), modulation=modulation)).train()
     x, c_noise, known, times, anchor = motion_inputs(1, 3)
     out = net(x, c_noise, known=known, times=times, anchor=anchor)
     out.square().mean().backward()

@@ -14,8 +14,9 @@ def add_kernel_bench_arguments(p: argparse.ArgumentParser) -> None:
     module without torch imports, so `vidm --help` stays fast)."""
     p.add_argument("--quick", action="store_true",
                    help="small shapes and few repetitions (CPU: about a minute)")
-    p.add_argument("--ops", default="attention,group_norm",
-                   help="comma-separated ops to time: attention, group_norm (default: both)")
+    p.add_argument("--ops", default="attention,group_norm,group_norm_pos",
+                   help="comma-separated ops to time: attention, group_norm (per-sample scale/shift), "
+                        "group_norm_pos (per-position scale/shift, PosGN) (default: all three)")
     p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
                    help="input dtype (auto: bf16 on a GPU, fp32 on a CPU)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
@@ -24,10 +25,11 @@ def add_kernel_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="FILE.json", help="also write the results as JSON here")
     p.add_argument("--shapes", default=None, metavar="FILE.json",
                    help='time these shapes instead of the preset\'s: {"attention": [[label, B, H, N, D], ...], '
-                        '"group_norm": [[label, B*T, C, H, W(, groups)], ...]}')
+                        '"group_norm": [[label, B*T, C, H, W(, groups)], ...], "group_norm_pos": [likewise]}')
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="also time torch.compile of the eager chain (backend default inductor; "
-                        "'eager' traces without code generation); one compile per case")
+                        "'eager' traces without code generation); one compile per case "
+                        "(group_norm_pos has it on a GPU without this flag)")
 
 
 def _kernels(args: argparse.Namespace) -> int:

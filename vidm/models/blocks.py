@@ -18,8 +18,9 @@ from einops import rearrange
 
 import kernels
 from vidm.errors import ConfigError, ShapeError
-from vidm.models.configs import SUPPORTED_HEAD_DIMS
+from vidm.models.configs import MODULATIONS, SUPPORTED_HEAD_DIMS
 from vidm.models.embeddings import FrameTimeEncoding, sinusoidal, zero_module
+from vidm.models.positional import PositionalModulation
 
 
 class GroupNorm(nn.Module):
@@ -35,37 +36,46 @@ class GroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None,
                 shift: torch.Tensor | None = None) -> torch.Tensor:
-        # x (N, C, *spatial); scale/shift (N, C)
+        # x (N, C, *spatial); scale/shift (N, C) or x's shape (per position)
         return kernels.group_norm(x, self.num_groups, self.weight, self.bias, scale, shift,
                                   act=self.act, eps=self.eps)
 
 
 class ResBlock(nn.Module):
-    """(GroupNorm -> per-sample scale/shift from the embedding -> SiLU -> conv) x 2, plus skip.
+    """(GroupNorm -> scale/shift -> SiLU -> conv) x 2, plus skip.
 
-    With emb_dim=None (the autoencoder) the norms have no scale/shift. The skip is a 1x1 conv
+    modulation "embedding": per-sample scale/shift from the embedding (N, emb_dim); with
+    emb_dim=None (the autoencoder) the norms have no scale/shift. "positional" (PosGN,
+    vidm.models.positional): per-position scale/shift from a coordinate MLP; `emb` is then the
+    per-frame (noise, time) coordinates (N, 2) and emb_dim is unused. The skip is a 1x1 conv
     when the channel count changes. The second conv starts at zero, so the block starts as
     its skip path.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None, num_groups: int, dropout: float = 0.0):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None, num_groups: int, dropout: float = 0.0,
+                 modulation: str = "embedding"):
         super().__init__()
+        if modulation not in MODULATIONS:
+            raise ConfigError(f"ResBlock: modulation must be one of {MODULATIONS}, got {modulation!r}")
         self.in_ch, self.out_ch = in_ch, out_ch
         self.norm1 = GroupNorm(in_ch, num_groups, act="silu")
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.norm2 = GroupNorm(out_ch, num_groups, act="silu")
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_module(nn.Conv2d(out_ch, out_ch, 3, padding=1))
-        # One linear gives (scale1, shift1, scale2, shift2).
+        # One linear (one MLP, positional) gives (scale1, shift1, scale2, shift2).
         self.emb_proj = (nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * in_ch + 2 * out_ch))
-                         if emb_dim is not None else None)
+                         if emb_dim is not None and modulation == "embedding" else None)
+        self.pos_mod = PositionalModulation(out_ch, (in_ch, out_ch)) if modulation == "positional" else None
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        # x (N, in_ch, H, W), emb (N, emb_dim) -> (N, out_ch, H, W)
+        # x (N, in_ch, H, W), emb (N, emb_dim) or, positional, (N, 2) -> (N, out_ch, H, W)
         s1 = b1 = s2 = b2 = None
         if self.emb_proj is not None:
             s1, b1, s2, b2 = self.emb_proj(emb).split([self.in_ch, self.in_ch, self.out_ch, self.out_ch], dim=1)
+        elif self.pos_mod is not None:  # each (N, C, H, W)
+            (s1, b1), (s2, b2) = self.pos_mod(emb, *x.shape[-2:])
         h = self.conv1(self.norm1(x, s1, b1))
         h = self.conv2(self.dropout(self.norm2(h, s2, b2)))
         return self.skip(x) + h

@@ -16,6 +16,10 @@ from vidm.errors import ConfigError
 
 # Head sizes the Triton attention kernel supports; the torch fallback takes any.
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+# How a UNet's ResBlock norms are modulated: "embedding" = per-sample scale/shift from the noise
+# embedding (ADM/EDM); "positional" = per-position scale/shift from a coordinate MLP of (noise
+# level, frame time, y, x) (VIDM's PosGN, vidm.models.positional), with no noise embedding.
+MODULATIONS = ("embedding", "positional")
 
 
 class ConfigBase:
@@ -185,9 +189,10 @@ class UNetConfig(ConfigBase):
     attn_levels: tuple[int, ...] = (1, 2)
     head_dim: int = 32
     norm_groups: int = 8
-    emb_mult: int = 4  # noise-embedding width = emb_mult * model_channels
+    emb_mult: int = 4  # noise-embedding width = emb_mult * model_channels (modulation "embedding")
     dropout: float = 0.0
     preset: str = ""
+    modulation: str = "embedding"  # one of MODULATIONS; part of what the weights mean
 
     @property
     def downsample_factor(self) -> int:
@@ -212,6 +217,8 @@ class UNetConfig(ConfigBase):
                 raise ConfigError(f"{n}.attn_levels: level {lv} outside 0..{len(self.ch_mult) - 1}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"{n}.dropout: must be in [0, 1), got {self.dropout}")
+        if self.modulation not in MODULATIONS:
+            raise ConfigError(f"{n}.modulation: must be one of {', '.join(MODULATIONS)}, got {self.modulation!r}")
         chans = self.level_channels()
         # Decoder ResBlocks see concatenations of skip channels; those sums are multiples of
         # norm_groups whenever every level count is, so checking the levels is enough.
@@ -232,6 +239,9 @@ class ContentUNetConfig(UNetConfig):
         super().validate()
         if self.num_classes < 0:
             raise ConfigError(f"{type(self).__name__}.num_classes: must be >= 0, got {self.num_classes}")
+        if self.num_classes and self.modulation == "positional":
+            raise ConfigError(f"{type(self).__name__}: modulation 'positional' has no per-sample embedding to "
+                              f"carry class labels; use num_classes=0 or modulation 'embedding'")
 
 
 @dataclass
@@ -269,4 +279,4 @@ CONFIG_CLASSES: dict[str, type] = {
 }
 
 __all__ = ["AutoencoderConfig", "UNetConfig", "ContentUNetConfig", "MotionUNetConfig",
-           "CONFIG_CLASSES", "SUPPORTED_HEAD_DIMS"]
+           "CONFIG_CLASSES", "SUPPORTED_HEAD_DIMS", "MODULATIONS"]

@@ -1,7 +1,8 @@
 """Content backbone: a 2-D UNet over single latent frames (VIDM's content model, p(z_0)).
 
 The EDM `Denoiser` calls it as net(c_in * x, c_noise, class_labels=...) and owns all sigma
-algebra; this module only sees c_noise (= ln(sigma) / 4).
+algebra; this module only sees c_noise (= ln(sigma) / 4). With config.modulation "positional"
+c_noise reaches the ResBlocks only as a coordinate of PosGN (frame time 0).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch.nn as nn
 from vidm.errors import ConfigError, ShapeError
 from vidm.models.configs import ContentUNetConfig
 from vidm.models.embeddings import NoiseEmbedding
+from vidm.models.positional import frame_coordinates
 from vidm.models.pretrained import PretrainedMixin
 from vidm.models.unet_body import UNetBody, check_channels, check_spatial
 
@@ -28,7 +30,8 @@ class ContentUNet(PretrainedMixin, nn.Module):
     def __init__(self, config: ContentUNetConfig):
         super().__init__()
         self.config = config
-        self.noise_embed = NoiseEmbedding(config.model_channels, config.emb_dim)
+        positional = config.modulation == "positional"  # no per-sample embedding (and no labels)
+        self.noise_embed = None if positional else NoiseEmbedding(config.model_channels, config.emb_dim)
         # +1 row: the "dropped" label.
         self.label_embed = (nn.Embedding(config.num_classes + 1, config.emb_dim)
                             if config.num_classes > 0 else None)
@@ -53,6 +56,10 @@ class ContentUNet(PretrainedMixin, nn.Module):
             c_noise = c_noise.expand(B)
         if c_noise.shape != (B,):
             raise ShapeError(f"ContentUNet: c_noise must be (B,) = ({B},), got {tuple(c_noise.shape)}")
+        if self.noise_embed is None:  # positional
+            if class_labels is not None:
+                raise ConfigError("ContentUNet: class_labels given but the model is unconditional (num_classes=0)")
+            return self.body(x, frame_coordinates(c_noise))  # (B, 2)
         emb = self.noise_embed(c_noise)  # (B, E)
         if self.label_embed is not None:
             if class_labels is None:

@@ -7,7 +7,10 @@ The frame is clean where known, noisy elsewhere (the `Denoiser` decides); the an
 video's first latent frame broadcast to every frame (zeros, with anchor-present = 0, when it is
 dropped for guidance or absent). Each frame gets its own noise embedding (c_noise (B, T)) plus a
 learned "known" embedding, and its real-valued time enters through the temporal attention's
-positional encoding. Spatial convs/attention work per frame; temporal attention mixes frames.
+positional encoding. With config.modulation "positional" (VIDM's PosGN) there are no
+embeddings: each frame's noise level and time (scaled within the window) are coordinates of the
+ResBlocks' per-position modulation, beside y and x (the known mask is an input channel).
+Spatial convs/attention work per frame; temporal attention mixes frames.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from einops import rearrange, repeat
 from vidm.errors import ShapeError
 from vidm.models.configs import MotionUNetConfig
 from vidm.models.embeddings import NoiseEmbedding
+from vidm.models.positional import frame_coordinates
 from vidm.models.pretrained import PretrainedMixin
 from vidm.models.unet_body import UNetBody, check_channels, check_spatial
 
@@ -38,9 +42,11 @@ class MotionUNet(PretrainedMixin, nn.Module):
         super().__init__()
         self.config = config
         C = config.in_channels
-        self.noise_embed = NoiseEmbedding(config.model_channels, config.emb_dim)
-        self.known_embed = nn.Embedding(2, config.emb_dim)  # row 0 = unknown, row 1 = known
-        nn.init.normal_(self.known_embed.weight, std=0.1)
+        self.noise_embed = self.known_embed = None
+        if config.modulation == "embedding":
+            self.noise_embed = NoiseEmbedding(config.model_channels, config.emb_dim)
+            self.known_embed = nn.Embedding(2, config.emb_dim)  # row 0 = unknown, row 1 = known
+            nn.init.normal_(self.known_embed.weight, std=0.1)
         self.body = UNetBody(config, 2 * C + 2, C, temporal_levels=config.temporal_levels,
                              time_max_period=config.time_max_period, spacetime_levels=config.spacetime_levels)
 
@@ -84,7 +90,10 @@ class MotionUNet(PretrainedMixin, nn.Module):
         present_ch = repeat(present.to(x.dtype), "b -> b t 1 h w", t=T, h=h, w=w)
         inp = torch.cat([x, known_ch, anchor_ch, present_ch], dim=2)  # (B, T, 2C+2, h, w)
 
-        emb = self.noise_embed(c_noise.reshape(-1)) + self.known_embed(known.reshape(-1).long())  # (B*T, E)
+        if self.noise_embed is None:  # positional: per-frame (noise, time) coordinates (B*T, 2)
+            emb = frame_coordinates(c_noise, times)
+        else:
+            emb = self.noise_embed(c_noise.reshape(-1)) + self.known_embed(known.reshape(-1).long())  # (B*T, E)
         out = self.body(rearrange(inp, "b t c h w -> (b t) c h w"), emb, times)
         return rearrange(out, "(b t) c h w -> b t c h w", b=B)
 

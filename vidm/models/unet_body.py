@@ -1,8 +1,10 @@
 """The UNet body shared by the content (2-D) and motion (factorised 3-D) backbones.
 
-It works on frames (N, C, H, W) with a per-frame embedding (N, E). The motion backbone passes
-its videos flattened as N = B*T frames plus `times` (B, T); its temporal-attention layers then
-mix information across the T frames of each video. Without temporal levels this is a plain
+It works on frames (N, C, H, W) with a per-frame embedding (N, E) (config.modulation
+"embedding") or per-frame (noise, time) coordinates (N, 2) ("positional": every ResBlock's norms
+are modulated per position, vidm.models.positional). The motion backbone passes its videos
+flattened as N = B*T frames plus `times` (B, T); its temporal-attention layers then mix
+information across the T frames of each video. Without temporal levels this is a plain
 ADM-style 2-D UNet.
 """
 
@@ -53,6 +55,9 @@ class UNetBody(nn.Module):
         self.temporal = bool(temporal_levels)
         self.grad_checkpointing = False
 
+        def res(c_in: int, c_out: int) -> ResBlock:
+            return ResBlock(c_in, c_out, E, G, cfg.dropout, cfg.modulation)
+
         def attn(level: int, c: int) -> list[nn.Module]:
             out: list[nn.Module] = []
             if level in cfg.attn_levels:
@@ -72,7 +77,7 @@ class UNetBody(nn.Module):
         self.down = nn.ModuleList()
         for lv, c in enumerate(chans):
             for _ in range(nres):
-                self.down.append(Stage([ResBlock(cur, c, E, G, cfg.dropout), *attn(lv, c)]))
+                self.down.append(Stage([res(cur, c), *attn(lv, c)]))
                 spacetime(f"down{len(self.down) - 1}", lv, c)
                 cur = c
                 skips.append(cur)
@@ -80,17 +85,17 @@ class UNetBody(nn.Module):
                 self.down.append(Stage([Downsample(cur)]))
                 skips.append(cur)
 
-        mid: list[nn.Module] = [ResBlock(cur, cur, E, G, cfg.dropout), SpatialAttention(cur, cfg.head_dim, G)]
+        mid: list[nn.Module] = [res(cur, cur), SpatialAttention(cur, cfg.head_dim, G)]
         if self.temporal:
             mid.append(TemporalAttention(cur, cfg.head_dim, G, time_max_period))
-        mid.append(ResBlock(cur, cur, E, G, cfg.dropout))
+        mid.append(res(cur, cur))
         self.mid = Stage(mid)
 
         self.up = nn.ModuleList()
         for lv in reversed(range(len(chans))):
             c = chans[lv]
             for i in range(nres + 1):
-                layers = [ResBlock(cur + skips.pop(), c, E, G, cfg.dropout), *attn(lv, c)]
+                layers = [res(cur + skips.pop(), c), *attn(lv, c)]
                 cur = c
                 if lv != 0 and i == nres:
                     layers.append(Upsample(cur))
@@ -111,7 +116,8 @@ class UNetBody(nn.Module):
         return self._run(self.spacetime[key], h, times) if key in self.spacetime else h
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
-        # x (N, C_in, H, W), emb (N, E), times (B, T) with N = B*T (temporal bodies only)
+        # x (N, C_in, H, W), emb (N, E) or, positional, (N, 2); times (B, T) with N = B*T
+        # (temporal bodies only)
         h = self.conv_in(x)
         hs = [h]
         for i, stage in enumerate(self.down):
