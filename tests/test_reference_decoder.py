@@ -126,6 +126,8 @@ def test_bad_input_is_a_clear_error():
         ae.decode(z, torch.zeros(1, 2, 3, 64, 64), torch.zeros(1, 1))
     with pytest.raises(ShapeError, match="finite"):
         ae.decode(z, torch.full((1, 1, 3, 64, 64), float("nan")), torch.zeros(1, 1))
+    with pytest.raises(ShapeError, match="finite"):  # was: NaN warp coordinates, an index error
+        ae.decode(torch.full_like(z, float("nan")), torch.zeros(1, 1, 3, 64, 64), torch.zeros(1, 1))
     with pytest.raises(ShapeError, match="latent_sigma"):
         ae.decode(z, torch.zeros(1, 1, 3, 64, 64), torch.zeros(1, 1), latent_sigma=-1.0)
     plain = AutoencoderKL(get_preset("autoencoder", "tiny"))

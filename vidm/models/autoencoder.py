@@ -187,8 +187,9 @@ class AutoencoderKL(PretrainedMixin, nn.Module):
         sigma = sigma.expand(N) if sigma.ndim == 0 else sigma
         if tuple(sigma.shape) != (N,) or bool((sigma < 0).any()) or bool(sigma.isnan().any()):
             raise ShapeError(f"AutoencoderKL.decode: latent_sigma must be >= 0, a scalar or (N={N},)")
-        if not bool(torch.isfinite(references).all()) or not bool(torch.isfinite(offsets).all()):
-            raise ShapeError("AutoencoderKL.decode: references and offsets must be finite")
+        if not bool(torch.isfinite(references).all()) or not bool(torch.isfinite(offsets).all()) \
+                or not bool(torch.isfinite(z).all()):
+            raise ShapeError("AutoencoderKL.decode: z, references and offsets must be finite")
         sigma = torch.where(torch.isinf(sigma), torch.full_like(sigma, 1e6), sigma)
         refs, offs, present = pad_references(references, offsets.float())
         return self.ref_decoder(z, x, refs, offs, present, sigma)

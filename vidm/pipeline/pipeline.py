@@ -494,6 +494,7 @@ class VideoPipeline:
             frames = self.decode(z.reshape(B * T, *z.shape[2:]), size)
             return frames.reshape(B, T, *frames.shape[1:])
         sigma = self.config.decode_latent_sigma if latent_sigma is None else latent_sigma
+        _check_finite(z.float())  # NaN latents would steer the warps to NaN coordinates
         made = decode_with_references(self.autoencoder, z, given, sigma, self._autocast)
         x = torch.stack([given[t] if t in given else made[t] for t in range(T)], 1)  # (B, T, 3, H, W)
         return _to_uint8(x).permute(0, 1, 3, 4, 2).numpy()
