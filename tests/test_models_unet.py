@@ -8,6 +8,7 @@ from einops import rearrange
 from vidm.errors import ConfigError, ShapeError
 from vidm.models import (ContentUNet, ContentUNetConfig, MotionUNet, MotionUNetConfig, SpaceTimeAttention,
                          TemporalAttention)
+from model_helpers import randomize_zero_init
 
 C = 4
 
@@ -35,17 +36,6 @@ def small_content(**kw) -> ContentUNet:
     cfg.update(kw)
     torch.manual_seed(0)
     return ContentUNet(ContentUNetConfig(**cfg)).eval()
-
-
-def randomize_zero_init(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
-    """Give the zero-initialised output layers random weights, so the net is not identically 0
-    (a trained net's properties are what the tests check)."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if (p == 0).all():
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 def motion_inputs(B: int, T: int, h: int = 8, w: int = 8, seed: int = 0):

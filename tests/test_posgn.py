@@ -19,6 +19,7 @@ from vidm.diffusion.samplers import get_sigmas_karras, sample_heun
 from vidm.errors import ConfigError, ShapeError
 from vidm.models import ContentUNet, ContentUNetConfig, MotionUNet, MotionUNetConfig, ResBlock
 from vidm.models.positional import PositionalModulation, frame_coordinates
+from model_helpers import randomize_zero_init
 
 SMALL = dict(model_channels=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), head_dim=16, norm_groups=4)
 
@@ -34,16 +35,6 @@ def _one_thread():
 def motion(modulation="positional", **kw) -> MotionUNet:
     torch.manual_seed(0)
     return MotionUNet(MotionUNetConfig(**{"temporal_levels": (0, 1), "modulation": modulation, **SMALL, **kw})).eval()
-
-
-def randomize(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
-    """Random weights for the zero-initialised output layers (a trained net's behaviour)."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if (p == 0).all():
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
 
 
 def inputs(B=2, T=4, h=8, w=8, seed=0):
@@ -104,7 +95,7 @@ def test_zero_last_layer_block_is_the_unmodulated_block(provider, monkeypatch):
     # GroupNorm+SiLU block (no modulation at all), bit for bit: torch.equal, not allclose.
     monkeypatch.setenv("VIDM_KERNELS", provider)  # triton: the interpreter on a CPU
     torch.manual_seed(0)
-    pos = randomize(ResBlock(8, 16, None, 4, modulation="positional"))  # conv2, norm biases not 0
+    pos = randomize_zero_init(ResBlock(8, 16, None, 4, modulation="positional"))  # conv2, norm biases not 0
     torch.nn.init.zeros_(pos.pos_mod.out.weight)
     torch.nn.init.zeros_(pos.pos_mod.out.bias)
     plain = ResBlock(8, 16, None, 4)  # the autoencoder's kind: norms without scale/shift
@@ -125,7 +116,7 @@ def test_zero_last_layers_unet_is_the_embedding_unet_with_zero_projections():
     # Whole model: a positional motion UNet whose MLPs' last layers are zero computes exactly
     # what the embedding UNet with the same body weights computes once its embedding
     # projections are zero (both: every norm unmodulated).
-    pos, emb = randomize(motion()), randomize(motion("embedding"))
+    pos, emb = randomize_zero_init(motion()), randomize_zero_init(motion("embedding"))
     with torch.no_grad():
         for name, p in pos.named_parameters():
             if ".pos_mod.out." in name:
@@ -142,7 +133,7 @@ def test_zero_last_layers_unet_is_the_embedding_unet_with_zero_projections():
 
 
 def test_motion_symmetries_and_inputs():
-    net = randomize(motion())
+    net = randomize_zero_init(motion())
     assert net.noise_embed is None and net.known_embed is None  # no per-sample embedding
     assert not any("emb_proj" in n for n, _ in net.named_parameters())
     x, c_noise, known, times = inputs(T=5)
@@ -164,7 +155,7 @@ def test_motion_symmetries_and_inputs():
 
 def test_content_model_and_config_errors():
     torch.manual_seed(0)
-    net = randomize(ContentUNet(ContentUNetConfig(modulation="positional", **SMALL))).eval()
+    net = randomize_zero_init(ContentUNet(ContentUNetConfig(modulation="positional", **SMALL))).eval()
     x = torch.randn(3, 4, 8, 8)
     with torch.no_grad():
         out = net(x, torch.zeros(3))
