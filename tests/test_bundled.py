@@ -117,7 +117,7 @@ def test_example_inbetweens_against_the_true_frames(bundled):
     assert np.array_equal(a, truth[0]) and np.array_equal(b, truth[8])
     mids = bundled.interpolate(a, b, num_frames=7, seed=0, steps=4)[0]
     db = [float(psnr(x, truth[1:8]).mean()) for x in (mids, crossfade(a, b, 7), flow_interpolate(a, b, 7))]
-    # measured (step-4 sampling): 31.0 dB; cross-fade 21.6, DIS flow 31.2
+    # measured (4 steps): 31.13 dB; cross-fade 21.58, DIS flow 31.23
     assert db[0] > db[1] + 5 and db[0] > db[2] - 0.5, db
 
 
