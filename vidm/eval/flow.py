@@ -62,13 +62,19 @@ def backward_warp(img: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.nda
     outside points are replicated border pixels, i.e. invented, and callers treat them as occluded.
     """
     cv2 = require_cv2()
+    map_x, map_y, inside = sample_points(flow)
+    warped = cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return warped, inside
+
+
+def sample_points(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """flow (H, W, 2) -> the sample points x + flow(x) as (map_x, map_y) float32 (H, W) and
+    inside (H, W) bool: whether each lies in the image."""
     h, w = flow.shape[:2]
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     map_x = gx + flow[..., 0]
     map_y = gy + flow[..., 1]
-    warped = cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
-    return warped, inside
+    return map_x, map_y, (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
 
 
 def fb_occlusion(flow_fw: np.ndarray, flow_bw: np.ndarray) -> np.ndarray:
@@ -140,8 +146,8 @@ def project_flows(F01, F10, O0, O1, E0, E1, t: float):
 def time_flows(start: np.ndarray, end: np.ndarray, preset: str = "medium", occlusion: bool = True):
     """Bidirectional DIS flow between two uint8 (H, W, 3) frames, ready to be projected:
     returns `at_time(t) -> (Ft0, Ft1, w0, w1)` for t in (0, 1): the flows (H, W, 2, pixels) from
-    each pixel at time t back to `start` / on to `end`, and the blend weights (H, W) float32 of
-    the two warped frames (float64; w0 = 1 - t, w1 = t, zero where the sample point lies outside that
+    each pixel at time t back to `start` / on to `end`, and the blend weights (H, W) float64 of
+    the two warped frames (w0 = 1 - t, w1 = t, zero where the sample point lies outside that
     frame, distance weights again where it lies outside both). Shared by the flow baseline and
     the reference decoder's flow prior.
 
@@ -162,15 +168,8 @@ def time_flows(start: np.ndarray, end: np.ndarray, preset: str = "medium", occlu
 
     def at_time(t: float):
         Ft0, Ft1 = project_flows(F01, F10, O0, O1, E0, E1, t)
-        h, w = O0.shape
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-
-        def inside(f):
-            x, y = gx + f[..., 0], gy + f[..., 1]
-            return (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
-
-        w0 = (1 - t) * inside(Ft0)  # a sample point outside a frame is invented: no weight
-        w1 = t * inside(Ft1)
+        w0 = (1 - t) * sample_points(Ft0)[2]  # a sample point outside a frame is invented: no weight
+        w1 = t * sample_points(Ft1)[2]
         none = (w0 + w1) == 0  # no usable sample: fall back to the distance weights
         return Ft0, Ft1, np.where(none, 1 - t, w0), np.where(none, t, w1)
 

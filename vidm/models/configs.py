@@ -166,8 +166,10 @@ class AutoencoderConfig(ConfigBase):
         if self.references not in (0, 2):
             raise ConfigError(f"{n}.references: must be 0 (plain decoder) or 2, got {self.references}")
         _check_positive(n, ref_channels=self.ref_channels, ref_corr_radius=self.ref_corr_radius)
-        if self.ref_flow_prior not in ("none", "dis"):  # vidm.models.flow_prior.PRIORS
-            raise ConfigError(f"{n}.ref_flow_prior: must be 'none' or 'dis', got {self.ref_flow_prior!r}")
+        from vidm.models.flow_prior import PRIORS
+
+        if self.ref_flow_prior not in PRIORS:
+            raise ConfigError(f"{n}.ref_flow_prior: must be one of {PRIORS}, got {self.ref_flow_prior!r}")
         chans = [self.base_channels * m for m in self.ch_mult]
         _check_channels(n, chans, self.norm_groups, None)
         if self.mid_attention:  # the only attention sits at the lowest resolution

@@ -50,10 +50,14 @@ def dis_prior(refs: torch.Tensor, offsets: torch.Tensor, present: torch.Tensor,
     small = resize(refs[both].detach().float().flatten(0, 1), (h, w)).view(-1, 2, 3, h, w)
     u8 = ((small + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
     frac = torch.tensor([w, h], dtype=torch.float32).view(2, 1, 1)
+    pairs: dict[tuple[bytes, bytes], object] = {}  # the in-betweens of one pair share its DIS flows
     for i, n in enumerate(torch.nonzero(both).flatten().tolist()):
         a, b = (0, 1) if offs[n, 0] < 0 else (1, 0)  # a: the reference before the target
         t = float(-offs[n, a] / (offs[n, b] - offs[n, a]))
-        Fa, Fb, wa, wb = time_flows(u8[i, a], u8[i, b], preset)(t)
+        key = (u8[i, a].tobytes(), u8[i, b].tobytes())
+        if key not in pairs:
+            pairs[key] = time_flows(u8[i, a], u8[i, b], preset)
+        Fa, Fb, wa, wb = pairs[key](t)
         for k, F, wk in ((a, Fa, wa), (b, Fb, wb)):
             flow[n, 2 * k:2 * k + 2] = torch.from_numpy(F).permute(2, 0, 1) / frac
             logits[n, k] = torch.from_numpy(np.log(np.maximum(wk, FLOOR)).astype(np.float32))

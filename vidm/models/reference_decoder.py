@@ -191,9 +191,6 @@ class ReferenceDecoder(nn.Module):
                 pyramid[size] = torch.stack([resize(refs[:, k], size) for k in range(SLOTS)], 1)
             return pyramid[size]
 
-        def with_prior(own, prior, size):  # the state at a level: the network's part + the prior's
-            return own if prior is None else own + resize(prior, size)
-
         out = None
         for size in levels:
             flow, logits = resize(flow, size), resize(logits, size)
@@ -201,7 +198,9 @@ class ReferenceDecoder(nn.Module):
             r = refs_at(size)
             gen = resize(x_gen, size)
             px = torch.tensor([size[1], size[0]], device=z.device, dtype=torch.float32).repeat(SLOTS).view(1, -1, 1, 1)
-            f_all, l_all = with_prior(flow, p_flow, size), bound_logits(with_prior(logits, p_logits, size))
+            # the state at this level: the network's part + the prior's (resized once per level)
+            pf, pl = (0.0, 0.0) if p_flow is None else (resize(p_flow, size), resize(p_logits, size))
+            f_all, l_all = flow + pf, bound_logits(logits + pl)
             warped = [backward_warp(r[:, k], f_all[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
             comp = self._compose(warped, gen, l_all + mask, residual)
             inp = torch.cat([r.flatten(1, 2), *warped, comp, gen, f_all * px / 8, l_all / 8,
@@ -210,7 +209,7 @@ class ReferenceDecoder(nn.Module):
             d_flow, d_logits, d_res, d_hidden = d.split([2 * SLOTS, 3, 3, HIDDEN], 1)
             flow = flow + d_flow / px
             logits, residual, hidden = logits + d_logits, residual + d_res, hidden + d_hidden
-            f_all, l_all = with_prior(flow, p_flow, size), bound_logits(with_prior(logits, p_logits, size))
+            f_all, l_all = flow + pf, bound_logits(logits + pl)
             warped = [backward_warp(r[:, k], f_all[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
             out = self._compose(warped, gen, l_all + mask, residual)
         return (out, bound_logits(logits)) if return_logits else out  # the penalty sees the network's part
