@@ -1,13 +1,20 @@
-"""Pieces shared by the kernel files: Triton availability, the jit decorator that falls back to
-Triton's interpreter where no GPU exists, the VIDM_KERNELS switch, the provider choice and the
-output allocator (which can poison outputs with NaN so tests catch unwritten elements)."""
+"""Pieces shared by the kernel files: Triton availability, the jit decorator that builds for
+Triton's interpreter where triton.language was, the VIDM_KERNELS switch, the provider choice and
+the output allocator (which can poison outputs with NaN so tests catch unwritten elements).
+
+Importing this module changes no environment variable. Triton's interpreter is chosen by
+TRITON_INTERPRET=1 set before triton is first imported (tests/conftest.py does so on a machine
+without a GPU); without it, on such a machine, Triton imports but cannot launch (INTERPRET is
+False, no CUDA device), so `auto` dispatch picks the torch paths and VIDM_KERNELS=triton is a
+clear error. VIDM_KERNELS and xformers' presence are looked up once, at the first dispatch
+(`reset_settings()` forgets them, for code that changes the environment afterwards)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
-import sys
 from types import SimpleNamespace
 
 import torch
@@ -16,11 +23,8 @@ from vidm.errors import ConfigError, ShapeError
 
 # Triton's interpreter must be chosen before `import triton`: the language's own helpers
 # (tl.zeros, tl.sum, ...) are @triton.jit functions, decorated once, at import, according to
-# TRITON_INTERPRET. Without a GPU there is no compiler backend at all, so on such a machine we
-# default the variable to 1 (a user's explicit setting wins) before the first import.
-if "triton" not in sys.modules and not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
+# TRITON_INTERPRET. That is the caller's choice (see the module docstring); INTERPRET below
+# reports what the import decided.
 try:  # Triton ships Linux wheels only; elsewhere the torch fallbacks are all there is.
     import triton
     import triton.language as tl
@@ -80,9 +84,12 @@ def next_pow2(n: int) -> int:
 MODES = ("auto", "torch", "triton")
 
 
+@functools.cache
 def kernel_mode() -> str:
     """VIDM_KERNELS: `auto` (default), `torch` (never Triton) or `triton` (always Triton; on a
-    CPU that means the interpreter, which is for tests). Read at every call."""
+    CPU that means the interpreter, which is for tests). Read once, at the first call (a bad
+    value is not remembered: every call raises); `reset_settings()` makes the next call read it
+    again."""
     mode = os.environ.get("VIDM_KERNELS", "auto").strip().lower() or "auto"
     if mode not in MODES:
         raise ConfigError(f"VIDM_KERNELS must be one of {'|'.join(MODES)}, got {mode!r}")
@@ -96,8 +103,17 @@ def triton_runs_on(device: torch.device) -> bool:
     return INTERPRET or device.type == "cuda"
 
 
+@functools.cache
 def has_xformers() -> bool:
+    """Is xformers installed? Looked up once (`reset_settings()` forgets the answer)."""
     return importlib.util.find_spec("xformers") is not None
+
+
+def reset_settings() -> None:
+    """Forget the VIDM_KERNELS mode and xformers' presence, so the next dispatch looks them up
+    again: for code (tests, the GPU check) that changes VIDM_KERNELS after a kernel has run."""
+    kernel_mode.cache_clear()
+    has_xformers.cache_clear()
 
 
 def require_triton(op: str, device: torch.device) -> None:

@@ -17,7 +17,7 @@ is bound by memory traffic, not by tensor-core FLOPs.
 Contents: Triton kernels; `attention_reference` (pure torch, any compute dtype);
 `attention_torch` (SDPA) and `attention_xformers` fallbacks; `TritonAttention`
 (autograd.Function, shape guards raise ShapeError); `attention_provider` (dispatch predicate)
-and `attention` (the entry point vidm's models use). Benchmark: `python -m kernels.bench`.
+and `attention` (the entry point vidm's models use). Benchmark: `vidm bench kernels`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels._common import (HAS_TRITON, INTERPRET, cdiv, choose_provider, has_xformers, int32_addressable,
-                             jit, kernel_mode, new_output, require_triton, tl, triton_runs_on)
+from ._common import (HAS_TRITON, INTERPRET, cdiv, choose_provider, has_xformers, int32_addressable,
+                      jit, kernel_mode, new_output, require_triton, tl, triton_runs_on)
 from vidm.errors import ShapeError
 
 HEAD_DIMS = (16, 32, 64, 128)

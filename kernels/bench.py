@@ -1,5 +1,6 @@
-"""Microbenchmark of the fused kernels: `python -m kernels.bench [--quick] [--out FILE.json]`
-(also `vidm bench kernels`).
+"""Microbenchmark of the fused kernels: `vidm bench kernels [--quick] [--out FILE.json]` (also
+`python -m vidm.kernels.bench`). This module owns the benchmark's options (`add_arguments`,
+`build_parser`); `vidm bench kernels` hands its words to `build_parser`/`run_from_args`.
 
 For each op over the shapes a video UNet produces (spatial attention over 16x16..64x64 tokens,
 temporal attention over 8..25 frames with batch B*h*w, GroupNorm+scale/shift+SiLU over
@@ -40,10 +41,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from kernels._common import HAS_TRITON, INTERPRET, has_xformers
-from kernels.attention import attention_reference, attention_torch, attention_triton, attention_xformers
-from kernels.group_norm import group_norm_torch, group_norm_triton
-from vidm.errors import ConfigError
+from vidm.errors import ConfigError, VidmError
+
+from ._common import HAS_TRITON, INTERPRET, has_xformers
+from .attention import attention_reference, attention_torch, attention_triton, attention_xformers
+from .group_norm import group_norm_torch, group_norm_triton
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -505,6 +507,37 @@ def load_shapes(path: str) -> dict:
     return data
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's options (`python -m vidm.kernels.bench` and `vidm bench kernels`)."""
+    p.add_argument("--quick", action="store_true",
+                   help="small shapes and few repetitions (CPU: about a minute)")
+    p.add_argument("--ops", default="attention,group_norm,group_norm_pos",
+                   help="comma-separated ops to time: attention, group_norm (per-sample scale/shift), "
+                        "group_norm_pos (per-position scale/shift, PosGN) (default: all three)")
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                   help="input dtype (auto: bf16 on a GPU, fp32 on a CPU)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                   help="device to time on (auto: cuda if available)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions per case (median is reported)")
+    p.add_argument("--out", default=None, metavar="FILE.json", help="also write the results as JSON here")
+    p.add_argument("--shapes", default=None, metavar="FILE.json",
+                   help='time these shapes instead of the preset\'s: {"attention": [[label, B, H, N, D], ...], '
+                        '"group_norm": [[label, B*T, C, H, W(, groups)], ...], "group_norm_pos": [likewise]}')
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="also time torch.compile of the eager chain (backend default inductor; "
+                        "'eager' traces without code generation); one compile per case "
+                        "(group_norm_pos has it on a GPU without this flag)")
+
+
+def build_parser(prog: str = "python -m vidm.kernels.bench",
+                 parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The benchmark's parser; `vidm bench kernels` passes its prog and vidm.args.Parser."""
+    parser = parser_class(prog=prog, description="Median time, TFLOP/s or GB/s and the fraction of the measured "
+                                                 "device peak for each kernel provider over video-UNet shapes.")
+    add_arguments(parser)
+    return parser
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     ops = tuple(o.strip() for o in args.ops.split(",") if o.strip())
     shapes = load_shapes(args.shapes) if getattr(args, "shapes", None) else None
@@ -514,12 +547,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vidm.commands.bench import add_kernel_bench_arguments
-    from vidm.errors import VidmError
-
-    parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.split("\n\n")[0])
-    add_kernel_bench_arguments(parser)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return run_from_args(args)
     except VidmError as e:

@@ -1,10 +1,10 @@
 """Compile every kernel variant the launchers can pick, for real GPU targets, on a machine
-without a GPU: `python -m kernels.compile_check [--arch 90,80] [--quick]`.
+without a GPU: `python -m vidm.kernels.compile_check [--arch 90,80] [--quick]`.
 
 Triton's frontend, its LLVM backend and the bundled `ptxas` need no GPU, so this catches what
 the interpreter cannot: code the compiler rejects (types, layouts, constexpr misuse) and
 register spills of the launch configurations (`ptxas -v`). It does not run anything; GPU
-timings and results still need a GPU (`python -m kernels.bench`). Takes several minutes
+timings and results still need a GPU (`vidm bench kernels`). Takes several minutes
 (fp32 variants are slow to compile; --quick skips them).
 """
 
@@ -19,7 +19,7 @@ import tempfile
 
 import torch
 
-from kernels import _common
+from . import _common
 
 PTR = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32"}
 ATTN_TENSORS = ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")
@@ -57,8 +57,8 @@ def _variants(dtypes):
     attention and GroupNorm launchers can make."""
     import importlib
 
-    A = importlib.import_module("kernels.attention")
-    G = importlib.import_module("kernels.group_norm")
+    A = importlib.import_module(".attention", __package__)  # the modules, not the package's functions
+    G = importlib.import_module(".group_norm", __package__)
 
     def attn_types(dtype):
         return lambda n: PTR[dtype] if n in ATTN_TENSORS else "*fp32" if n in ("LSE", "DELTA") \
@@ -113,7 +113,7 @@ def _variants(dtypes):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.compile_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="90,80", help="compute capabilities, e.g. 90,80 (default)")
     parser.add_argument("--quick", action="store_true", help="16-bit variants only (fp32 ones compile slowly)")
     args = parser.parse_args(argv)
@@ -121,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         print("compile_check: Triton is not installed", file=sys.stderr)
         return 1
     if _common.INTERPRET:
-        # Importing `kernels` on a machine without a GPU picked the interpreter; the compiled
-        # kernels need a fresh process with the interpreter off.
+        # Triton was imported with TRITON_INTERPRET=1; the compiled kernels need a fresh
+        # process with the interpreter off.
         if os.environ.get("TRITON_INTERPRET") == "0":
             print("compile_check: Triton was imported in interpreter mode", file=sys.stderr)
             return 1
         env = {**os.environ, "TRITON_INTERPRET": "0"}
-        cmd = [sys.executable, "-m", "kernels.compile_check", *(sys.argv[1:] if argv is None else argv)]
+        cmd = [sys.executable, "-m", __spec__.name, *(sys.argv[1:] if argv is None else argv)]
         return subprocess.run(cmd, env=env).returncode
     import triton
     from triton.backends.compiler import GPUTarget

@@ -34,8 +34,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels._common import (HAS_TRITON, choose_provider, int32_addressable, jit, kernel_mode,
-                             new_output, new_output_like, next_pow2, require_triton, tl, triton_runs_on)
+from ._common import (HAS_TRITON, choose_provider, int32_addressable, jit, kernel_mode,
+                      new_output, new_output_like, next_pow2, require_triton, tl, triton_runs_on)
 from vidm.errors import ConfigError, ShapeError
 
 ACTS = (None, "silu")
@@ -351,7 +351,7 @@ def _tile(cg: int, s: int, backward: bool, full: bool = False) -> tuple[int, int
     """(BLOCK_C, BLOCK_S, ONE_PASS, num_warps) for groups of cg channels x s positions; full:
     with full-shape scale/shift (their tiles and pointers are live beside x's: up to four times
     the warps for the same tile, so that no variant spills registers on sm_80 / sm_90 in any
-    dtype; `python -m kernels.compile_check`)."""
+    dtype; `python -m vidm.kernels.compile_check`)."""
     fused_max, chunk = (FUSED_MAX_BWD, CHUNK_BWD) if backward else (FUSED_MAX, CHUNK)
     block_c = next_pow2(cg)
     if block_c * next_pow2(s) <= fused_max:

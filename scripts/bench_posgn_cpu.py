@@ -25,8 +25,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-import kernels
-from kernels import group_norm_torch
+from vidm import kernels
+from vidm.kernels import group_norm_torch
 
 SHAPES = [  # (label, N, C, H, W), 8 groups (tiny) / 32 (base)
     ("tiny C=32 16x16", 32, 32, 16, 16, 8), ("tiny C=96 16x16", 32, 96, 16, 16, 8),

@@ -95,7 +95,7 @@ def test_bad_prior_name_is_a_config_error():
 
 
 def test_init_skip_lets_a_reshaped_part_start_fresh(tmp_path):
-    from train.loop import _init_from
+    from vidm.train.loop import _init_from
 
     old = prior_ae(prior="none")
     old.save_pretrained(tmp_path / "old")

@@ -123,7 +123,7 @@ def test_run_tree_stops_then_kills(tmp_path):
 
 
 def test_preset_shapes_and_bench_file(tmp_path):
-    from kernels.bench import load_shapes
+    from vidm.kernels.bench import load_shapes
     from vidm.gpucheck import shapes
     from vidm.gpucheck.parts import write_json
 
@@ -142,7 +142,7 @@ def test_preset_shapes_and_bench_file(tmp_path):
 
 
 def test_bench_shapes_file_is_checked(tmp_path):
-    from kernels.bench import load_shapes
+    from vidm.kernels.bench import load_shapes
     from vidm.errors import ConfigError
 
     for bad in ({"conv": []}, {"attention": [["x", 1, 2, 3]]}, {"group_norm": [["x", 1, 32, 4, 4, 0]]}, [1]):
@@ -194,9 +194,9 @@ def test_report_of_a_cut_off_run_renders():
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_training_overrides_are_valid_configs(tmp_path, dry_run):
     # A typo in the GPU run's overrides would cost the GPU window: check them here (no training).
-    from train.common import build_model_config
-    from train.config import AutoencoderTrainConfig, ContentTrainConfig, MotionTrainConfig, load_config
-    from train.loop import _check_run_config
+    from vidm.train.common import build_model_config
+    from vidm.train.config import AutoencoderTrainConfig, ContentTrainConfig, MotionTrainConfig, load_config
+    from vidm.train.loop import _check_run_config
     from vidm.gpucheck import parts
 
     class Ctx:

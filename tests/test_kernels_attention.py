@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kernel_helpers import fresh_generator, rel_err
-from kernels import INTERPRET, attention_reference, attention_triton, poison_outputs
+from vidm.kernels import INTERPRET, attention_reference, attention_triton, poison_outputs
 from vidm.errors import ShapeError
 
 pytestmark = pytest.mark.skipif(
@@ -122,7 +122,7 @@ def test_gpu_matches_reference(B, H, N, D, dtype, causal, short):
 
 def test_fp32_dots_are_exact():
     # What the GPU cases above rely on: fp32 inputs never take TF32 dots.
-    from kernels.attention import _precision
+    from vidm.kernels.attention import _precision
 
     assert _precision(torch.float32) == "ieee"
     assert _precision(torch.bfloat16) == _precision(torch.float16) == "tf32"

@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import kernels
-from kernels._common import choose_provider
+from kernel_helpers import use_kernels
+from vidm import kernels
+from vidm.kernels._common import choose_provider, has_xformers, kernel_mode
 from vidm.cli import main as vidm_main
 from vidm.errors import ConfigError, ShapeError
 
@@ -34,15 +35,35 @@ def test_choose_provider_table():
 @pytest.mark.parametrize("mode,attn,gn", [("auto", "sdpa", "torch"), ("torch", "sdpa", "torch"),
                                           ("triton", "triton", "triton"), ("", "sdpa", "torch")])
 def test_providers_under_each_mode_on_cpu(monkeypatch, mode, attn, gn):
-    monkeypatch.setenv("VIDM_KERNELS", mode)
+    use_kernels(monkeypatch, mode)
     q = torch.randn(1, 2, 8, 32)
     x = torch.randn(2, 32, 4, 4)
     assert kernels.attention_provider(q, q, q) == attn
     assert kernels.group_norm_provider(x) == gn
 
 
+def test_settings_are_read_once_until_reset(monkeypatch):
+    # VIDM_KERNELS and xformers' presence are looked up at the first dispatch, not at every call.
+    import importlib.util
+
+    use_kernels(monkeypatch, "torch")
+    q = torch.randn(1, 2, 8, 32)
+    assert kernels.attention_provider(q, q, q) == "sdpa"
+    monkeypatch.setenv("VIDM_KERNELS", "triton")  # without reset_settings(): not seen
+    assert kernel_mode() == "torch" and kernels.attention_provider(q, q, q) == "sdpa"
+    kernels.reset_settings()
+    assert kernel_mode() == "triton" and kernels.attention_provider(q, q, q) == "triton"
+
+    looked = []
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: looked.append(name) or real_find_spec(name, *a))
+    kernels.reset_settings()
+    first = has_xformers()
+    assert [has_xformers() for _ in range(3)] == [first] * 3 and looked == ["xformers"]
+
+
 def test_unknown_mode_raises(monkeypatch):
-    monkeypatch.setenv("VIDM_KERNELS", "cuda")
+    use_kernels(monkeypatch, "cuda")
     q = torch.randn(1, 2, 8, 32)
     with pytest.raises(ConfigError, match="VIDM_KERNELS"):
         kernels.attention(q, q, q)
@@ -55,27 +76,27 @@ def test_forced_triton_matches_torch(monkeypatch):
     x = torch.randn(1, 32, 5, 5, generator=g)
     w, b = torch.randn(32, generator=g), torch.randn(32, generator=g)
     sc, sh = torch.randn(1, 32, generator=g), torch.randn(1, 32, generator=g)
-    monkeypatch.setenv("VIDM_KERNELS", "torch")
+    use_kernels(monkeypatch, "torch")
     a_torch = kernels.attention(q, k, v, causal=True)
     g_torch = kernels.group_norm(x, 8, w, b, sc, sh, act="silu")
-    monkeypatch.setenv("VIDM_KERNELS", "triton")
+    use_kernels(monkeypatch, "triton")
     torch.testing.assert_close(kernels.attention(q, k, v, causal=True), a_torch, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(kernels.group_norm(x, 8, w, b, sc, sh, act="silu"), g_torch, rtol=1e-4, atol=1e-5)
 
 
 def test_auto_falls_back_for_unsupported_head_dim_but_forced_triton_raises(monkeypatch):
     q = torch.randn(1, 2, 8, 48)
-    monkeypatch.setenv("VIDM_KERNELS", "auto")
+    use_kernels(monkeypatch, "auto")
     ref = F.scaled_dot_product_attention(q, q, q)
     torch.testing.assert_close(kernels.attention(q, q, q), ref)
-    monkeypatch.setenv("VIDM_KERNELS", "triton")
+    use_kernels(monkeypatch, "triton")
     with pytest.raises(ShapeError, match="head dim 48"):
         kernels.attention(q, q, q)
 
 
 @pytest.mark.parametrize("mode", ["auto", "torch", "triton"])
 def test_guards_raise_in_every_mode(monkeypatch, mode):
-    monkeypatch.setenv("VIDM_KERNELS", mode)
+    use_kernels(monkeypatch, mode)
     with pytest.raises(ShapeError, match="not divisible"):
         kernels.group_norm(torch.randn(1, 30, 4, 4), 8, None, None)
     with pytest.raises(ShapeError, match="same shape"):
@@ -83,7 +104,7 @@ def test_guards_raise_in_every_mode(monkeypatch, mode):
 
 
 def test_torch_fallback_matches_reference_5d_channels_last(monkeypatch):
-    monkeypatch.setenv("VIDM_KERNELS", "torch")
+    use_kernels(monkeypatch, "torch")
     x = torch.randn(2, 32, 3, 4, 4).to(memory_format=torch.channels_last_3d)
     w, b, sc, sh = torch.randn(32), torch.randn(32), torch.randn(2, 32), torch.randn(2, 32)
     ref = kernels.group_norm_reference(x, 8, w, b, sc, sh, act="silu")
@@ -96,12 +117,13 @@ def test_import_without_triton_uses_torch():
     # and everything runs on torch; forcing triton gives a clear error.
     code = (
         "import sys; sys.modules['triton'] = None\n"
-        "import os, torch, kernels\n"
+        "import os, torch\n"
+        "from vidm import kernels\n"
         "assert not kernels.HAS_TRITON\n"
         "q = torch.randn(1, 2, 8, 32); x = torch.randn(1, 32, 4, 4)\n"
         "assert kernels.attention_provider(q, q, q) == 'sdpa'\n"
         "kernels.attention(q, q, q); kernels.group_norm(x, 8, None, None, act='silu')\n"
-        "os.environ['VIDM_KERNELS'] = 'triton'\n"
+        "os.environ['VIDM_KERNELS'] = 'triton'; kernels.reset_settings()  # read once: forget the first read\n"
         "from vidm.errors import ConfigError\n"
         "try:\n    kernels.group_norm(x, 8, None, None)\nexcept ConfigError as e:\n    print('ok', e)\n"
     )
@@ -113,7 +135,7 @@ def test_import_without_triton_uses_torch():
 
 
 def test_bench_tiny_writes_json(tmp_path):
-    from kernels.bench import run
+    from vidm.kernels.bench import run
 
     out = tmp_path / "sub" / "bench.json"
     lines = []

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from kernel_helpers import fresh_generator, rel_err
-from kernels import INTERPRET, group_norm_reference, group_norm_torch, group_norm_triton, poison_outputs
+from vidm.kernels import INTERPRET, group_norm_reference, group_norm_torch, group_norm_triton, poison_outputs
 from vidm.errors import ConfigError, ShapeError
 
-gn_module = importlib.import_module("kernels.group_norm")  # `kernels.group_norm` is the function
+gn_module = importlib.import_module("vidm.kernels.group_norm")  # `kernels.group_norm` is the function
 
 pytestmark = pytest.mark.skipif(
     not INTERPRET and not torch.cuda.is_available(),

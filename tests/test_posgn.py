@@ -19,6 +19,7 @@ from vidm.diffusion.samplers import get_sigmas_karras, sample_heun
 from vidm.errors import ConfigError, ShapeError
 from vidm.models import ContentUNet, ContentUNetConfig, MotionUNet, MotionUNetConfig, ResBlock
 from vidm.models.positional import PositionalModulation, frame_coordinates
+from kernel_helpers import use_kernels
 from model_helpers import randomize_zero_init
 
 SMALL = dict(model_channels=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), head_dim=16, norm_groups=4)
@@ -93,7 +94,7 @@ def test_modulation_layout_positions_and_zero_output():
 def test_zero_last_layer_block_is_the_unmodulated_block(provider, monkeypatch):
     # The MLP's last layer at zero: scale = shift = 0 exactly, so the block is the plain
     # GroupNorm+SiLU block (no modulation at all), bit for bit: torch.equal, not allclose.
-    monkeypatch.setenv("VIDM_KERNELS", provider)  # triton: the interpreter on a CPU
+    use_kernels(monkeypatch, provider)  # triton: the interpreter on a CPU
     torch.manual_seed(0)
     pos = randomize_zero_init(ResBlock(8, 16, None, 4, modulation="positional"))  # conv2, norm biases not 0
     torch.nn.init.zeros_(pos.pos_mod.out.weight)
@@ -209,7 +210,7 @@ def test_training_loop_ema_export_and_init_from(tmp_path):
     # positional MLPs; run.init_from continues from that folder's weights.
     from accelerate.state import AcceleratorState, GradientState
 
-    from train.motion import main
+    from vidm.train.motion import main
     from vidm.data.latents import write_cache
 
     g = torch.Generator().manual_seed(0)
@@ -255,7 +256,7 @@ def test_training_loop_ema_export_and_init_from(tmp_path):
 
 def test_bench_shapes_come_from_the_base_motion_preset():
     # kernels.bench's per-position shapes are ResBlock norms the base motion preset really runs.
-    from kernels.bench import GROUP_NORM_POS_SHAPES
+    from vidm.kernels.bench import GROUP_NORM_POS_SHAPES
     from vidm.gpucheck.shapes import PRESET_DATA, capture
 
     calls = [c for c in capture("base") if c["op"] == "group_norm" and c["model"] == "motion" and c["modulated"]]
@@ -266,7 +267,7 @@ def test_bench_shapes_come_from_the_base_motion_preset():
 
 
 def test_bench_group_norm_pos_on_cpu():
-    from kernels.bench import run
+    from vidm.kernels.bench import run
 
     report = run(preset="tiny", ops=("group_norm_pos",), device="cpu", log=lambda *_: None)
     rows = {r["provider"]: r for r in report["results"]}

@@ -170,7 +170,7 @@ def _tiny_folder(root, videos=3, frames=12, size=64):
 
 
 def _tiny_cfg(tmp_path, data, steps=2, extra=()):
-    from train.config import AutoencoderTrainConfig, load_config
+    from vidm.train.config import AutoencoderTrainConfig, load_config
 
     overrides = [f"data.root={data}", "data.size=32", "data.batch_size=4", "references.scales=[1,2]",
                  "references.scale_probs=[0.5,0.5]", "model.references=2", "model.ref_channels=8",
@@ -201,7 +201,7 @@ def test_reference_examples_are_a_pure_function_of_the_key(tmp_path):
 
 
 def test_a_few_steps_lower_the_reference_loss(tmp_path):
-    from train.autoencoder import ReferenceStep
+    from vidm.train.autoencoder import ReferenceStep
     from vidm.data.frame_bank import ExampleConfig, FrameBank, ReferenceExamples
 
     torch.manual_seed(0)
@@ -236,7 +236,7 @@ def test_a_few_steps_lower_the_reference_loss(tmp_path):
 
 
 def test_train_autoencoder_with_references_runs_and_exports(tmp_path):
-    from train.autoencoder import main
+    from vidm.train.autoencoder import main
 
     data = _tiny_folder(tmp_path / "v")
     _, overrides = _tiny_cfg(tmp_path, data, steps=3, extra=[f"data.val_root={data}"])

@@ -313,7 +313,7 @@ diffusion: {sample_steps: 2, num_samples: 1}
 SLOW_STEP = """
 import sys, time
 from pathlib import Path
-import train.motion as m
+import vidm.train.motion as m
 run = Path(sys.argv[1])
 orig = m.MotionStage.loss
 def loss(self, *a, **k):
@@ -408,7 +408,7 @@ def test_sigterm_during_a_long_step_exits_within_the_grace(train_root):
 def short_run(train_root):
     """One in-process run of 1 step with 8 examples per step (the data has 3) and 1 kB of memory
     said to be available: (run folder, stderr)."""
-    from train.motion import main as train_main
+    from vidm.train.motion import main as train_main
 
     err = io.StringIO()
     old = os.environ.get("VIDM_TEST_AVAILABLE_MEMORY")
@@ -537,7 +537,7 @@ def test_usage_errors_exit_1_in_one_line(capsys):
 
 def test_config_presets_resolve_from_any_folder(tmp_path, monkeypatch):
     """Was: --config configs/motion/tiny.yaml only inside the checkout."""
-    from train.config import MotionTrainConfig, load_config
+    from vidm.train.config import MotionTrainConfig, load_config
 
     monkeypatch.chdir(tmp_path)
     for name in ("configs/motion/tiny.yaml", "tiny", "motion/tiny.yaml"):

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from train.batches import StepBatchSampler, mix_seed, step_generator
-from train.checkpoint import check_same_model, list_checkpoints, resolve_resume
-from train.config import (STAGE_CONFIGS, ContentTrainConfig, MotionTrainConfig, load_config, save_yaml,
+from vidm.train.batches import StepBatchSampler, mix_seed, step_generator
+from vidm.train.checkpoint import check_same_model, list_checkpoints, resolve_resume
+from vidm.train.config import (STAGE_CONFIGS, ContentTrainConfig, MotionTrainConfig, load_config, save_yaml,
                           to_dict)
-from train.ema import EMA
+from vidm.train.ema import EMA
 from vidm.errors import CheckpointError, ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

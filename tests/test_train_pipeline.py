@@ -39,9 +39,9 @@ def run_stage(module, *argv) -> int:
 
 
 def test_mini_pipeline(tmp_path):
-    import train.autoencoder
-    import train.content
-    import train.motion
+    import vidm.train.autoencoder
+    import vidm.train.content
+    import vidm.train.motion
     from vidm.commands.cache import main as cache_main
     from vidm.data.latents import LatentCache
     from vidm.models import load_pretrained
@@ -51,7 +51,7 @@ def test_mini_pipeline(tmp_path):
     out = [f"run.output_dir={runs}"]
 
     ae_run = RUN[:-2]  # the autoencoder config has no diffusion section
-    assert run_stage(train.autoencoder, "--config", str(CONFIGS / "autoencoder" / "tiny.yaml"), *out, *AE, *ae_run,
+    assert run_stage(vidm.train.autoencoder, "--config", str(CONFIGS / "autoencoder" / "tiny.yaml"), *out, *AE, *ae_run,
                      f"data.root={data}", "--name", "ae") == 0
     ae_dir = runs / "ae" / "model"
     ae = load_pretrained(ae_dir)
@@ -63,11 +63,11 @@ def test_mini_pipeline(tmp_path):
     cache = LatentCache(tmp_path / "cache")
     assert len(cache) == 4 and cache.latent_shape == (4, 8, 8) and cache.frames(0).shape == (10, 4, 8, 8)
 
-    assert run_stage(train.content, "--config", str(CONFIGS / "content" / "tiny.yaml"), *out, *UNET, *RUN,
+    assert run_stage(vidm.train.content, "--config", str(CONFIGS / "content" / "tiny.yaml"), *out, *UNET, *RUN,
                      f"data.latents={tmp_path / 'cache'}", "run.grad_accum=2", "--name", "content") == 0
     assert type(load_pretrained(runs / "content" / "model")).__name__ == "ContentUNet"
 
-    assert run_stage(train.motion, "--config", str(CONFIGS / "motion" / "tiny.yaml"), *out, *UNET, *RUN,
+    assert run_stage(vidm.train.motion, "--config", str(CONFIGS / "motion" / "tiny.yaml"), *out, *UNET, *RUN,
                      "model.temporal_levels=[1]", "data.latents=null", f"data.root={data}",
                      f"data.autoencoder={ae_dir}", "data.num_frames=4", "--name", "motion") == 0
     assert type(load_pretrained(runs / "motion" / "model")).__name__ == "MotionUNet"

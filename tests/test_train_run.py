@@ -54,10 +54,10 @@ def argv(setup, name, *extra):
 
 
 def launch(setup, name, *extra, env=None, torchrun=False):
-    cmd = [sys.executable, "-m", "train.motion", *argv(setup, name, *extra)]
+    cmd = [sys.executable, "-m", "vidm.train.motion", *argv(setup, name, *extra)]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(29400 + os.getpid() % 500), "-m", "train.motion", *argv(setup, name, *extra)]
+               str(29400 + os.getpid() % 500), "-m", "vidm.train.motion", *argv(setup, name, *extra)]
     e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen(cmd, cwd=setup, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -92,7 +92,7 @@ def in_process(setup, name, *extra) -> int:
     """Run train.motion in this process (accelerate's singleton state reset around it)."""
     from accelerate.state import AcceleratorState, GradientState
 
-    from train.motion import main
+    from vidm.train.motion import main
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
@@ -209,7 +209,7 @@ def test_bad_input_fails_before_training(setup, tmp_path, capsys):
 def test_empty_video_folder_is_a_one_line_error(tmp_path, capsys):
     from accelerate.state import AcceleratorState
 
-    from train.autoencoder import main
+    from vidm.train.autoencoder import main
 
     empty = tmp_path / "videos"
     empty.mkdir()

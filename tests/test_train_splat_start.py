@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from train.motion import splat_starts
+from vidm.train.motion import splat_starts
 from vidm.diffusion.splat import splat_window_mean
 
 

@@ -22,10 +22,10 @@ import sys
 import torch
 from einops import rearrange
 
-from train import common
+from . import common
 from vidm.errors import ConfigError
-from train.config import AutoencoderTrainConfig
-from train.loop import Stage, main as loop_main
+from .config import AutoencoderTrainConfig
+from .loop import Stage, main as loop_main
 
 
 class AutoencoderStage(Stage):

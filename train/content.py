@@ -13,10 +13,10 @@ import sys
 
 import torch
 
-from train import common
-from train.config import ContentTrainConfig
-from train.latent_stage import LatentStage
-from train.loop import main as loop_main
+from . import common
+from .config import ContentTrainConfig
+from .latent_stage import LatentStage
+from .loop import main as loop_main
 from vidm.errors import ConfigError
 
 
@@ -54,22 +54,19 @@ class ContentStage(LatentStage):
         return loss, {}
 
     def preview(self, net, batch, generator):
-        from vidm.diffusion import get_sampler
+        d = self.cfg.diffusion
+        real = self.decode_images(self.x0_of(batch)[: d.num_samples])
+        fake = self.decode_images(self.preview_latents(net, generator))
+        return [("samples", "image", torch.cat([common.image_row(fake), common.image_row(real)], dim=1))]
+
+    def preview_latents(self, net, generator) -> torch.Tensor:
+        """diffusion.num_samples first frames (N, C, h, w) from the pipeline's frame sampler
+        (`vidm.diffusion.sample_frames`)."""
+        from vidm.diffusion import sample_frames
 
         d = self.cfg.diffusion
-        sigmas = self.sigmas()
-        shape = (d.num_samples, *self.latent_shape)
-        x = torch.randn(shape, generator=generator).to(self.device) * sigmas[0].float()
-        denoiser = self.denoiser(net)
-
-        def denoise(x, sigma):
-            with self.accelerator.autocast():
-                return denoiser(x, sigma)
-
-        z = get_sampler(d.sampler)(denoise, x, sigmas)  # (N, C, h, w)
-        real = self.decode_images(self.x0_of(batch)[: d.num_samples])
-        fake = self.decode_images(z)
-        return [("samples", "image", torch.cat([common.image_row(fake), common.image_row(real)], dim=1))]
+        return sample_frames(self.denoiser(net), (d.num_samples, *self.latent_shape), self.sigmas(), d.sampler,
+                             generator, device=self.device, autocast=self.accelerator.autocast)
 
 
 def main(argv: list[str] | None = None) -> int:

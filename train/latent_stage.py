@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from train import common
-from train.loop import Stage
+from . import common
+from .loop import Stage
 from vidm.errors import ConfigError, NoVideosError
 
 
@@ -89,7 +89,9 @@ class LatentStage(Stage):
         return self.denoiser(net)
 
     def sigmas(self):
+        """The preview schedule (sample_steps + 1,), float32 as the pipeline's, so a preview
+        equals the pipeline's sample for the same weights, seed and settings."""
         from vidm.diffusion import get_sigmas_karras
 
         d = self.cfg.diffusion
-        return get_sigmas_karras(d.sample_steps, d.sigma_min, d.sigma_max, device=self.device)
+        return get_sigmas_karras(d.sample_steps, d.sigma_min, d.sigma_max, device=self.device, dtype=torch.float32)

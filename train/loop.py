@@ -235,7 +235,7 @@ def _estimate_step_memory(stage: "Stage", cfg, accelerator) -> tuple[int, int]:
     moments, the EMA copy). No state changes: the RNG is restored and nothing is trained."""
     import torch
 
-    from train.batches import step_generator
+    from .batches import step_generator
 
     net = stage.net
     total = [0]
@@ -300,7 +300,7 @@ def _lr_factor(warmup: int):
 
 
 def train(stage_cls, args) -> int:
-    from train.config import load_config, save_yaml, to_dict
+    from .config import load_config, save_yaml, to_dict
 
     cfg = load_config(stage_cls.config_cls, args.config, args.overrides)
     if cfg.stage != stage_cls.name:
@@ -313,9 +313,9 @@ def train(stage_cls, args) -> int:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    from train import checkpoint as ckpt_lib
-    from train.batches import StepBatchSampler, step_generator
-    from train.ema import EMA
+    from . import checkpoint as ckpt_lib
+    from .batches import StepBatchSampler, step_generator
+    from .ema import EMA
 
     use_cpu = cfg.run.cpu or not torch.cuda.is_available()
     if cfg.run.mixed_precision == "auto":
@@ -603,7 +603,7 @@ def _init_from(net, path: str, kind: str, model_config: dict, src: str, skip: tu
     did. Anything else that differs is a one-line error naming the differing config key.
     Tensors whose names start with a prefix in `skip` are not loaded (fresh init) and need not fit.
     """
-    from train.checkpoint import config_difference
+    from .checkpoint import config_difference
     from vidm.models.pretrained import load_pretrained
 
     try:
@@ -639,7 +639,7 @@ def _validate(stage: Stage, net, val_keys, cfg, accelerator) -> float:
     """Mean loss of the EMA model on the held-out clips (fixed noise, so steps compare)."""
     import torch
 
-    from train.batches import step_generator
+    from .batches import step_generator
 
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = val_keys[rank::world][: cfg.data.batch_size * cfg.data.val_batches]

@@ -18,10 +18,10 @@ import sys
 import torch
 from einops import rearrange
 
-from train import common
-from train.config import MotionTrainConfig
-from train.latent_stage import LatentStage
-from train.loop import main as loop_main
+from . import common
+from .config import MotionTrainConfig
+from .latent_stage import LatentStage
+from .loop import main as loop_main
 from vidm.errors import ConfigError, VidmError
 
 
@@ -91,30 +91,29 @@ class MotionStage(LatentStage):
 
     def preview(self, net, batch, generator):
         """Interpolation of held-out windows: first and last frame known, the rest sampled."""
-        from vidm.diffusion import get_sampler, initial_state, known_frame_denoiser
-
-        d = self.cfg.diffusion
-        x0, anchor, times = self.latents_of(batch)
-        n = min(d.num_samples, x0.shape[0])
-        x0, anchor, times = x0[:n], anchor[:n], times[:n]
-        B, T = x0.shape[:2]
-        known = torch.zeros(B, T, dtype=torch.bool, device=x0.device)
-        known[:, 0] = known[:, -1] = True
-        sigmas = self.sigmas()
-        x = initial_state(x0, known, float(sigmas[0]), generator)
-        base = known_frame_denoiser(self.denoiser(net), known, times=times, anchor=anchor)
-
-        def denoise(x, sigma):
-            with self.accelerator.autocast():
-                return base(x, sigma)
-
-        z = get_sampler(d.sampler)(denoise, x, sigmas)  # (B, T, C, h, w)
+        x0, z = self.preview_latents(net, batch, generator)  # (B, T, C, h, w) each
+        B = x0.shape[0]
         real = self.decode_images(rearrange(x0, "b t c h w -> (b t) c h w"))
         fake = self.decode_images(rearrange(z, "b t c h w -> (b t) c h w"))
         # One video: each frame shows every sample, ground truth above the sample.
         real = rearrange(real, "(b t) c h w -> t c h (b w)", b=B)
         fake = rearrange(fake, "(b t) c h w -> t c h (b w)", b=B)
         return [("interpolation", "video", torch.cat([real, fake], dim=2))]
+
+    def preview_latents(self, net, batch, generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, sample), each (B, T, C, h, w), B = diffusion.num_samples: the pipeline's window
+        sampler (`vidm.diffusion.sample_window`, no guidance) on the first B windows."""
+        from vidm.diffusion import sample_window
+
+        d = self.cfg.diffusion
+        x0, anchor, times = self.latents_of(batch)
+        n = min(d.num_samples, x0.shape[0])
+        x0, anchor, times = x0[:n], anchor[:n], times[:n]
+        known = torch.zeros(x0.shape[:2], dtype=torch.bool, device=x0.device)
+        known[:, 0] = known[:, -1] = True
+        z = sample_window(self.denoiser(net), x0, known, self.sigmas(), d.sampler, generator,
+                          cond={"times": times, "anchor": anchor}, autocast=self.accelerator.autocast)
+        return x0, z
 
 
 def splat_starts(x0: torch.Tensor, known: torch.Tensor, times: torch.Tensor, p: float,

@@ -1,5 +1,5 @@
 """`vidm bench ...`: microbenchmarks. `vidm bench kernels` times the fused kernels against the
-other providers (the same as `python -m kernels.bench`). More subcommands (e.g. `models`) hang
+other providers (the same as `python -m vidm.kernels.bench`). More subcommands (e.g. `models`) hang
 off the same `bench` group: add a `_register_<name>(sub)` and call it from `register`."""
 
 from __future__ import annotations
@@ -9,40 +9,26 @@ import argparse
 from vidm import args as argtypes
 
 
-def add_kernel_bench_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of the kernel benchmark; shared with `python -m kernels.bench` (kept here, in a
-    module without torch imports, so `vidm --help` stays fast)."""
-    p.add_argument("--quick", action="store_true",
-                   help="small shapes and few repetitions (CPU: about a minute)")
-    p.add_argument("--ops", default="attention,group_norm,group_norm_pos",
-                   help="comma-separated ops to time: attention, group_norm (per-sample scale/shift), "
-                        "group_norm_pos (per-position scale/shift, PosGN) (default: all three)")
-    p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
-                   help="input dtype (auto: bf16 on a GPU, fp32 on a CPU)")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
-                   help="device to time on (auto: cuda if available)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions per case (median is reported)")
-    p.add_argument("--out", default=None, metavar="FILE.json", help="also write the results as JSON here")
-    p.add_argument("--shapes", default=None, metavar="FILE.json",
-                   help='time these shapes instead of the preset\'s: {"attention": [[label, B, H, N, D], ...], '
-                        '"group_norm": [[label, B*T, C, H, W(, groups)], ...], "group_norm_pos": [likewise]}')
-    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
-                   help="also time torch.compile of the eager chain (backend default inductor; "
-                        "'eager' traces without code generation); one compile per case "
-                        "(group_norm_pos has it on a GPU without this flag)")
-
-
 def _kernels(args: argparse.Namespace) -> int:
-    from kernels.bench import run_from_args
+    # The kernel benchmark owns its options (vidm.kernels.bench.add_arguments): parse the words
+    # given after `vidm bench kernels` with its parser, under this command's name.
+    from vidm.kernels import bench
 
-    return run_from_args(args)
+    try:
+        options = bench.build_parser("vidm bench kernels", argtypes.Parser).parse_args(args.argv)
+    except SystemExit as e:  # --help (0) or a usage error (USAGE_EXIT, said in one line)
+        return e.code if isinstance(e.code, int) else argtypes.USAGE_EXIT
+    return bench.run_from_args(options)
 
 
 def _register_kernels(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("kernels", help="time fused attention / GroupNorm against SDPA, xformers, eager torch",
-                       description="Median time, TFLOP/s or GB/s and the fraction of the measured device "
-                                   "peak for each kernel provider over video-UNet shapes.")
-    add_kernel_bench_arguments(p)
+    # The options live in vidm.kernels.bench, which imports torch; `vidm --help` must not, so this
+    # parser takes every word after `kernels` as it is ("\0" is no option prefix any argument
+    # can start with, so `--quick`, `--help` are words too) and `_kernels` parses them.
+    p = sub.add_parser("kernels", help="time fused attention / GroupNorm against SDPA, xformers, eager torch "
+                                       "(options: `vidm bench kernels --help`)",
+                       add_help=False, prefix_chars="\0")
+    p.add_argument("argv", nargs="*", help=argparse.SUPPRESS)
     p.set_defaults(func=_kernels)
 
 

@@ -207,7 +207,7 @@ def run_pack(args) -> int:
     import torch
 
     from vidm.models import AutoencoderKL, ContentUNet, MotionUNet
-    from vidm.pipeline import PipelineConfig, VideoPipeline
+    from vidm.pipeline import PipelineConfig, SamplingOptions, VideoPipeline
 
     dirs = {s: _model_dir(getattr(args, s), s) for s in ("autoencoder", "content", "motion")}
     plan = OutputPlan([getattr(args, s) for s in dirs] + list(dirs.values()), overwrite=args.overwrite)
@@ -233,7 +233,7 @@ def run_pack(args) -> int:
         model.training_record = {**rec, "stage": stage, **{k: settings[k] for k in keys},
                                  **({} if model.training_record else {"from": where or "vidm pack command line"})}
     pipe = VideoPipeline(ae, content, motion, cfg, device="cpu", dtype="fp32")
-    pipe._settings(None, None, None)  # validates the sampler name and steps
+    SamplingOptions().resolve(pipe.config)  # validates the sampler name and steps
     with plan.write() as temp:
         pipe.save_pretrained(temp[out], weights_dtype=None if args.fp32 else torch.float16)
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())

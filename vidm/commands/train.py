@@ -1,4 +1,5 @@
-"""`vidm train <stage> ...`: a thin alias of `python -m train.<stage> ...` (same arguments)."""
+"""`vidm train <stage> ...`: a thin alias of `python -m vidm.train.<stage> ...` (same arguments; in a
+checkout also `python -m train.<stage> ...`: the checkout's train/ folder is installed as `vidm.train`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train the autoencoder, content or motion model",
-        description="Same as `python -m train.STAGE ...`; for several processes use "
-                    "`accelerate launch -m train.STAGE ...` or `torchrun -m train.STAGE ...`.",
+        description="Same as `python -m vidm.train.STAGE ...` (`python -m train.STAGE ...` in a checkout); for "
+                    "several processes use `accelerate launch -m vidm.train.STAGE ...` or "
+                    "`torchrun -m vidm.train.STAGE ...`.",
         add_help=True,
     )
     p.add_argument("stage", choices=STAGES, help="which model to train")
@@ -24,5 +26,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args) -> int:
     import importlib
 
-    module = importlib.import_module(f"train.{args.stage}")
+    module = importlib.import_module(f"vidm.train.{args.stage}")
     return module.main(list(args.args))

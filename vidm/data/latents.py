@@ -11,16 +11,17 @@ folder is replaced only when it is vidm's own, see vidm.outputs):
                               "dtype": "float32", "num_frames": total,
                               "shards": ["shard-00000.safetensors", ...],
                               "videos": [{"key": "v0000000", "path": <relative to data root>,
-                                          "shard": i, "num_frames": T, "fps": f}, ...],
+                                          "shard": i, "num_frames": T, "fps": f,
+                                          "shots": [0, ..., T] shot boundaries}, ...],
                               "skipped": [{"path": ..., "reason": ...}]}
     shard-XXXXX.safetensors  one tensor per video: key -> (T, C, h, w) latents, already
                              multiplied by latent_scale (about unit std; the posterior mean)
 
 Data sets over a cache (items keyed by (index, item_seed), see train/batches.py):
     LatentFrames  single latent frames (content model)     -> {"latent": (C, h, w)}
-    LatentClips   random T-frame windows (motion model)    -> {"latents": (T, C, h, w),
+    LatentClips   random T-frame windows in one shot       -> {"latents": (T, C, h, w),
                   "times": (T,) frame positions with the window's first frame at 0,
-                  "anchor": (C, h, w) the video's first latent frame (VIDM content anchor)}
+                  "anchor": (C, h, w) the shot's first latent frame (VIDM content anchor)}
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def cache_latents(autoencoder: str | os.PathLike, data: str | os.PathLike, out: 
     from tqdm.auto import tqdm
 
     from vidm.data.dataset import frames_to_tensor
+    from vidm.data.frame_bank import shot_bounds
     from vidm.data.index import build_index
     from vidm.errors import NotEnoughFramesError, VideoError
     from vidm.models.autoencoder import AutoencoderKL, encode_frames
@@ -137,7 +139,9 @@ def cache_latents(autoencoder: str | os.PathLike, data: str | os.PathLike, out: 
                 continue
             x = frames_to_tensor(frames)  # (T, 3, H, W) in [-1, 1]
             z = encode_frames(ae, x, chunk_size=chunk_size)  # (T, C, h, w), scaled
-            yield Path(v.path).relative_to(root).as_posix(), z, {"fps": v.fps}
+            # Shot boundaries, so motion windows never span a cut (LatentClips).
+            shots = shot_bounds(frames).tolist()
+            yield Path(v.path).relative_to(root).as_posix(), z, {"fps": v.fps, "shots": shots}
 
     from vidm.models.pretrained import latent_fingerprint
 
@@ -245,8 +249,11 @@ class LatentClips:
     """Random T-frame windows, one example per video: key (index, seed) -> window of video
     `index` with start and stride drawn from a generator seeded by `seed`.
 
-    stride: int or (lo, hi) (uniform, capped per video so the window fits). Videos shorter than
-    one window at the smallest stride are dropped with a warning.
+    stride: int or (lo, hi) (uniform, capped per video so the window fits in its longest shot).
+    A window never spans a shot cut: the cache's per-video `shots` boundaries (written by
+    `cache_latents`; a cache without them counts each video as one shot) limit the starts, and
+    the anchor is the first frame of the window's shot (a new shot is a new first frame).
+    Videos with no shot as long as one window at the smallest stride are dropped with a warning.
     """
 
     def __init__(self, cache: LatentCache, videos: list[int], num_frames: int, stride=1, name: str = "data"):
@@ -257,10 +264,19 @@ class LatentClips:
         self.T = num_frames
         self.stride = (lo, hi)
         need = (num_frames - 1) * lo + 1
-        self.videos = [i for i in videos if cache.videos[i]["num_frames"] >= need]
+        self.videos = [i for i in videos if max(self.shot_lengths(i)) >= need]
         dropped = len(videos) - len(self.videos)
         if dropped:
-            warn(f"{cache.root}: {dropped} video(s) shorter than {need} frames skipped")
+            warn(f"{cache.root}: {dropped} video(s) with no shot of {need} frames skipped")
+
+    def shots(self, video: int) -> list[int]:
+        """Shot boundaries b (K + 1,) of a video: shot k is frames b[k] .. b[k+1] - 1."""
+        v = self.cache.videos[video]
+        return list(v.get("shots") or [0, v["num_frames"]])
+
+    def shot_lengths(self, video: int) -> list[int]:
+        b = self.shots(video)
+        return [b1 - b0 for b0, b1 in zip(b, b[1:])]
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -271,13 +287,23 @@ class LatentClips:
         index, seed = key
         g = torch.Generator().manual_seed(int(seed))
         video = self.videos[index]
-        n = self.cache.videos[video]["num_frames"]
+        bounds, lengths = self.shots(video), self.shot_lengths(video)
         lo, hi = self.stride
-        hi = min(hi, (n - 1) // (self.T - 1))
+        hi = min(hi, (max(lengths) - 1) // (self.T - 1))
         stride = int(torch.randint(lo, hi + 1, (1,), generator=g))
-        start = int(torch.randint(0, n - (self.T - 1) * stride, (1,), generator=g))
-        latents = self.cache.frames(video, start, start + (self.T - 1) * stride + 1, stride)  # (T, C, h, w)
-        anchor = latents[0] if start == 0 else self.cache.frames(video, 0, 1)[0]
+        span = (self.T - 1) * stride + 1
+        # One draw over every valid start of every shot that fits the window (for a single shot
+        # of n frames: randint(0, n - span + 1), as before shots were tracked).
+        starts = [max(0, n - span + 1) for n in lengths]
+        flat = int(torch.randint(0, sum(starts), (1,), generator=g))
+        k = 0
+        while flat >= starts[k]:
+            flat -= starts[k]
+            k += 1
+        first = bounds[k]
+        start = first + flat
+        latents = self.cache.frames(video, start, start + span, stride)  # (T, C, h, w)
+        anchor = latents[0] if start == first else self.cache.frames(video, first, first + 1)[0]
         # Window-relative times (first frame of the window at 0), as the pipeline samples them:
         # an absolute encoding would meet times at sampling (long videos) it never saw in training.
         times = stride * torch.arange(self.T, dtype=torch.float32)

@@ -14,12 +14,11 @@ Training (motion model; content model is the same without known/times/anchor):
 
 Sampling (infilling / prediction with guidance on the input frames):
 
-    sigmas = get_sigmas_karras(18, 0.002, 80.0)
-    x = initial_state(x_known, known, float(sigmas[0]), generator)       # (B, T, C, H, W)
-    denoise = guided_infill_denoiser(denoiser, known, w, cond=dict(times=..., anchor=...),
-                                     generator=generator)
-    video = get_sampler("heun")(denoise, x, sigmas)    # known frames come back bit-exact
-    # ancestral: get_sampler("euler_ancestral")(..., generator=g, noise_mask=noise_mask_for(known))
+    sigmas = get_sigmas_karras(18, 0.002, 80.0, dtype=torch.float32)
+    video = sample_window(denoiser, x_known, known, sigmas, "heun", generator, guidance=w,
+                          cond=dict(times=..., anchor=...))    # known frames come back bit-exact
+    # = initial_state + guided_infill_denoiser + the sampler with known_frame_noise(generator, known)
+    # (vidm.diffusion.sampling: the one path of the pipeline, the previews and the evaluations)
 
 Content model with class guidance: cfg_denoiser(lambda x, s: denoiser(x, s, class_labels=y),
 lambda x, s: denoiser(x, s, class_labels=null_labels), w).
@@ -36,6 +35,7 @@ from vidm.diffusion.guidance import (
     per_frame_sigma,
 )
 from vidm.diffusion.loss import edm_loss, edm_weight, sample_sigma
+from vidm.diffusion.noise import NoiseSource, known_frame_noise, randn_like_from
 from vidm.diffusion.masks import (
     MODES,
     MaskConfig,
@@ -50,11 +50,13 @@ from vidm.diffusion.samplers import (
     get_sampler,
     get_sigmas_karras,
     num_evaluations,
+    register,
     sample_dpmpp_2m,
     sample_euler,
     sample_euler_ancestral,
     sample_heun,
 )
+from vidm.diffusion.sampling import run_sampler, sample_frames, sample_window
 
 __all__ = [
     "Denoiser", "edm_precond", "edm_loss", "edm_weight", "sample_sigma",
@@ -62,6 +64,7 @@ __all__ = [
     "initial_state", "noise_mask_for", "per_frame_sigma",
     "MODES", "MaskConfig", "TrainingMasks", "sample_known_mask", "apply_conditioning_dropout",
     "sample_training_masks",
-    "SAMPLERS", "get_sampler", "get_sigmas_karras", "get_ancestral_step", "num_evaluations",
+    "SAMPLERS", "register", "get_sampler", "get_sigmas_karras", "get_ancestral_step", "num_evaluations",
     "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_euler_ancestral",
+    "NoiseSource", "known_frame_noise", "randn_like_from", "run_sampler", "sample_frames", "sample_window",
 ]

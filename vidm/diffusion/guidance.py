@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from vidm.errors import ShapeError
-from vidm.diffusion.loss import randn_like_from
+from vidm.diffusion.noise import noise_mask_for, randn_like_from  # noqa: F401 (noise_mask_for: re-export)
 
 
 def cfg_denoiser(cond_fn, uncond_fn, w: float):
@@ -119,8 +119,3 @@ def initial_state(x_known: torch.Tensor, known: torch.Tensor, sigma_max: float,
     x_known = x_known.to(dtype)
     noise = randn_like_from(x_known, generator)
     return torch.where(_frame_view(known.bool()), x_known, noise * sigma_max)
-
-
-def noise_mask_for(known: torch.Tensor) -> torch.Tensor:
-    """noise_mask for sample_euler_ancestral: True at unknown frames, (B, T, 1, 1, 1)."""
-    return _frame_view(~known.bool())

@@ -12,17 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from vidm.diffusion.noise import randn_like_from
 from vidm.errors import ConfigError, ShapeError
-
-
-def randn_like_from(x: torch.Tensor, generator: torch.Generator | None, dtype=None) -> torch.Tensor:
-    """Standard normal noise with x's shape drawn on the generator's device, moved to x's.
-
-    Drawing on the generator's device lets a CPU generator drive GPU tensors reproducibly.
-    """
-    device = generator.device if generator is not None else x.device
-    noise = torch.randn(x.shape, generator=generator, device=device, dtype=dtype or x.dtype)
-    return noise.to(x.device)
 
 
 def sample_sigma(batch: int, generator: torch.Generator | None = None, P_mean: float = -1.2,

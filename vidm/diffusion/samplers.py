@@ -1,19 +1,24 @@
 """Samplers for the probability-flow ODE / reverse SDE in EDM form (k-diffusion style).
 
-Every sampler is a pure function
+Every sampler is a pure function, called by `vidm.diffusion.sampling` as
 
-    sample_x(denoise, x, sigmas, callback=None, generator=None, ...) -> x_0
+    sample_x(denoise, x, sigmas, callback=None, noise_sampler=None) -> x_0
 
 denoise(x, sigma) -> D_x with sigma a 0-d tensor (x's dtype and device); x starts at
 sigmas[0] * noise (plus any known frames); sigmas is a decreasing 1-D sequence, normally
 ending in 0 (`get_sigmas_karras` appends it). The state is kept in float32, or float64 if x is
 float64 (never bf16/fp16). callback(dict(x=, i=, sigma=, sigma_next=, denoised=)) runs once per step.
+noise_sampler(x) -> noise of x's shape (a `vidm.diffusion.noise.NoiseSource`) is where a
+stochastic sampler gets its fresh noise; deterministic ones ignore it. The built-in samplers
+also take `generator=` (and the ancestral one `noise_mask=`) to build one themselves.
+
+Registry. `register(name, calls_per_step=..., last_step_calls=...)` adds a sampler to SAMPLERS
+and declares its denoiser calls (for `num_evaluations`); a plain function put into SAMPLERS
+counts one call per step. A new sampler is one function and one registry entry.
 
 Known frames. Wherever denoise returns its input exactly (the `Denoiser` does at sigma == 0),
 every update below is written as x + c * (something that is exactly 0 there), e.g.
-x + (D - x) * c, so those elements come out bit-exact. The ancestral sampler also injects
-noise; pass `noise_mask` (broadcastable to x, True/1 where noise is added, e.g.
-(~known)[:, :, None, None, None]) to keep known frames exact there too.
+x + (D - x) * c, so those elements come out bit-exact; the noise source is zero there.
 """
 
 from __future__ import annotations
@@ -21,7 +26,22 @@ from __future__ import annotations
 import torch
 
 from vidm.errors import ConfigError, ShapeError
-from vidm.diffusion.loss import randn_like_from
+from vidm.diffusion.noise import NoiseSource
+
+SAMPLERS: dict = {}  # name -> sampler function (see `register`)
+
+
+def register(name: str, calls_per_step: int = 1, last_step_calls: int | None = None):
+    """Decorator: SAMPLERS[name] = fn, with its denoiser calls per step declared on it (the
+    last step, to sigma = 0, may cost fewer: `last_step_calls`, default calls_per_step)."""
+
+    def add(fn):
+        fn.calls_per_step = calls_per_step
+        fn.last_step_calls = calls_per_step if last_step_calls is None else last_step_calls
+        SAMPLERS[name] = fn
+        return fn
+
+    return add
 
 
 def get_sigmas_karras(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
@@ -62,8 +82,9 @@ def _callback(callback, x, i, sigmas, denoised):
                   "denoised": denoised})
 
 
+@register("euler")
 @torch.no_grad()
-def sample_euler(denoise, x, sigmas, callback=None, generator=None) -> torch.Tensor:
+def sample_euler(denoise, x, sigmas, callback=None, generator=None, noise_sampler=None) -> torch.Tensor:
     """First-order Euler steps on the probability-flow ODE dx/dsigma = (x - D) / sigma."""
     x, sigmas = _prepare(x, sigmas)
     for i in range(len(sigmas) - 1):
@@ -75,8 +96,9 @@ def sample_euler(denoise, x, sigmas, callback=None, generator=None) -> torch.Ten
     return x
 
 
+@register("heun", calls_per_step=2, last_step_calls=1)
 @torch.no_grad()
-def sample_heun(denoise, x, sigmas, callback=None, generator=None) -> torch.Tensor:
+def sample_heun(denoise, x, sigmas, callback=None, generator=None, noise_sampler=None) -> torch.Tensor:
     """EDM's 2nd-order Heun sampler (Karras et al. 2022, Alg. 1, no churn); the last step to
     sigma = 0 is an Euler step. n sigmas + 0 costs 2n - 1 network evaluations."""
     x, sigmas = _prepare(x, sigmas)
@@ -96,8 +118,9 @@ def sample_heun(denoise, x, sigmas, callback=None, generator=None) -> torch.Tens
     return x
 
 
+@register("dpmpp_2m")
 @torch.no_grad()
-def sample_dpmpp_2m(denoise, x, sigmas, callback=None, generator=None) -> torch.Tensor:
+def sample_dpmpp_2m(denoise, x, sigmas, callback=None, generator=None, noise_sampler=None) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), multistep 2nd order in lambda = -ln(sigma).
 
     Written as x_next = x + (1 - sigma_next / sigma) * (D' - x) with
@@ -136,25 +159,18 @@ def get_ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: fl
     return sigma_down, sigma_up
 
 
+@register("euler_ancestral")
 @torch.no_grad()
-def sample_euler_ancestral(denoise, x, sigmas, callback=None, generator=None, eta: float = 1.0,
-                           s_noise: float = 1.0, noise_mask=None) -> torch.Tensor:
+def sample_euler_ancestral(denoise, x, sigmas, callback=None, generator=None, noise_sampler=None,
+                           eta: float = 1.0, s_noise: float = 1.0, noise_mask=None) -> torch.Tensor:
     """Euler ancestral sampling: Euler step to sigma_down, then add sigma_up * s_noise * noise.
 
-    noise is drawn from `generator` on its device (full x shape every step, so the random stream
-    does not depend on the mask). noise_mask: None (noise everywhere) or a bool/float tensor
-    broadcastable to x, True/1 where noise is added; 0 elsewhere leaves those elements exact.
+    noise comes from noise_sampler(x); without one, from NoiseSource(generator, noise_mask)
+    (noise_mask: None = everywhere, or broadcastable to x, True/1 where noise is added).
     """
     x, sigmas = _prepare(x, sigmas)
-    if noise_mask is not None:
-        noise_mask = torch.as_tensor(noise_mask, device=x.device).to(x.dtype)
-        try:
-            torch.broadcast_shapes(noise_mask.shape, x.shape)
-        except RuntimeError as err:
-            raise ShapeError(
-                f"sample_euler_ancestral: noise_mask {tuple(noise_mask.shape)} does not "
-                f"broadcast to x {tuple(x.shape)}"
-            ) from err
+    if noise_sampler is None:
+        noise_sampler = NoiseSource(generator, noise_mask).check(x)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, sigma)
@@ -163,25 +179,16 @@ def sample_euler_ancestral(denoise, x, sigmas, callback=None, generator=None, et
         d = (x - denoised) / sigma
         x = x + d * (sigma_down - sigma)
         if sigma_next > 0 and sigma_up > 0:
-            noise = randn_like_from(x, generator) * (sigma_up * s_noise)
-            if noise_mask is not None:
-                noise = noise * noise_mask  # finite noise * 0 == 0, and x + 0 == x
-            x = x + noise
+            x = x + noise_sampler(x) * (sigma_up * s_noise)  # 0 where the source's mask is
     return x
 
 
-SAMPLERS = {
-    "euler": sample_euler,
-    "heun": sample_heun,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "euler_ancestral": sample_euler_ancestral,
-}
-
-
 def num_evaluations(name: str, n: int) -> int:
-    """Denoiser calls a sampler makes over a schedule of n nonzero sigmas followed by 0."""
-    get_sampler(name)
-    return 2 * n - 1 if name == "heun" else n
+    """Denoiser calls a sampler makes over a schedule of n nonzero sigmas followed by 0, from
+    what it declared at `register` (one per step if it declared nothing)."""
+    fn = get_sampler(name)
+    per_step = getattr(fn, "calls_per_step", 1)
+    return per_step * (n - 1) + getattr(fn, "last_step_calls", per_step)
 
 
 def get_sampler(name: str):
@@ -195,6 +202,6 @@ def get_sampler(name: str):
 
 
 __all__ = [
-    "SAMPLERS", "get_sampler", "get_sigmas_karras", "get_ancestral_step", "num_evaluations",
+    "SAMPLERS", "register", "get_sampler", "get_sigmas_karras", "get_ancestral_step", "num_evaluations",
     "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_euler_ancestral",
 ]

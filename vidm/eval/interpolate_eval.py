@@ -29,16 +29,20 @@ With samples S > 1 (the model only; the baselines are deterministic):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
 from vidm.errors import ConfigError, NotEnoughFramesError, NoVideosError, ShapeError, VideoError
+
+if TYPE_CHECKING:
+    from vidm.pipeline.options import SamplingOptions
 
 PSNR_CAP = 100.0  # dB; identical frames would otherwise give +inf
 SSIM_MIN_SIZE = 11  # the SSIM window
@@ -153,10 +157,13 @@ def interpolate_batch(pipe, starts: np.ndarray, ends: np.ndarray, num_frames: in
                                   sampler=sampler, guidance=guidance)
 
 
-def effective_settings(pipe, steps, sampler, guidance) -> dict:
+def effective_settings(pipe, steps=None, sampler=None, guidance=None, *,
+                       options: SamplingOptions | None = None) -> dict:
     """The sampling settings a pipeline call will really use (its config fills the blanks)."""
-    steps, sampler, guidance = pipe._settings(steps, sampler, guidance)
-    return {"steps": steps, "sampler": sampler, "guidance": guidance, "infill_init": pipe.config.infill_init,
+    from vidm.pipeline.options import SamplingOptions
+
+    opts = (options or SamplingOptions()).replace(steps=steps, sampler=sampler, guidance=guidance)
+    return {**opts.resolve(pipe.config).settings(), "infill_init": pipe.config.infill_init,
             "infill_sigma": pipe.config.infill_sigma}
 
 
@@ -205,6 +212,81 @@ def _mean_dicts(ds: list[dict]) -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------- the methods
+
+
+class MethodRunner(Protocol):
+    """One interpolation method, run on a batch of B pairs of one frame size."""
+
+    name: str
+    samples: int  # outputs per pair; > 1 (a sampling method) adds best-of rows and diversity
+
+    def __call__(self, starts: np.ndarray, ends: np.ndarray, num_frames: int, seed: int,
+                 truth: np.ndarray) -> np.ndarray:
+        """starts, ends uint8 (B, H, W, 3), the true in-betweens truth (B, num_frames, H, W, 3),
+        the batch's seed -> uint8 (B, samples, num_frames, H, W, 3)."""
+
+
+@dataclass
+class ModelRunner:
+    """The full pipeline (`VideoPipeline.interpolate_batch`) with these sampling options."""
+
+    pipe: object
+    options: SamplingOptions
+    name: str = "model"
+
+    @property
+    def samples(self) -> int:
+        return self.options.samples
+
+    def __call__(self, starts, ends, num_frames, seed, truth):
+        return self.pipe.interpolate_batch(starts, ends, num_frames, options=self.options.replace(seed=seed))
+
+
+@dataclass
+class FixedRunner:
+    """A deterministic method: fn(starts, ends, num_frames, truth) -> (B, 1, num_frames, H, W, 3)."""
+
+    name: str
+    fn: Callable
+    samples: int = 1
+
+    def __call__(self, starts, ends, num_frames, seed, truth):
+        return self.fn(starts, ends, num_frames, truth)
+
+
+def _per_pair(baseline: Callable) -> Callable:
+    """A baseline fn(start, end, n) -> (n, H, W, 3) over a batch -> (B, 1, n, H, W, 3)."""
+    return lambda starts, ends, n, truth: np.stack([baseline(s, e, n)[None] for s, e in zip(starts, ends)])
+
+
+# Methods that run the pipeline's pieces without (all of) the diffusion: what each adds.
+# fn(pipe, starts, ends, num_frames, truth) -> (B, 1, num_frames, H, W, 3).
+PIPELINE_METHODS = {
+    # the solver's splat start, decoded with no diffusion step
+    "splat": lambda pipe, s, e, n, truth: pipe.splat_batch(s, e, n),
+    # the true in-betweens' own latents decoded (with the end frames as references, if taken)
+    "oracle": lambda pipe, s, e, n, truth: pipe.oracle_batch(s, e, truth),
+    # the reference decoder from the end frames alone, the latent unknown
+    "refs": lambda pipe, s, e, n, truth: pipe.references_only_batch(s, e, n),
+}
+
+
+def make_runner(name: str, pipe, options: SamplingOptions) -> MethodRunner:
+    """The runner of "model", a PIPELINE_METHODS name or a baseline name (`vidm.eval.baselines`)."""
+    from vidm.eval.baselines import get_baseline
+
+    if name == "model":
+        if pipe is None:
+            raise ConfigError("method 'model' needs a pipeline")
+        return ModelRunner(pipe, options)
+    if name in PIPELINE_METHODS:
+        if pipe is None:
+            raise ConfigError(f"method {name!r} needs a pipeline (its autoencoder)")
+        return FixedRunner(name, functools.partial(PIPELINE_METHODS[name], pipe))
+    return FixedRunner(name, _per_pair(get_baseline(name)))
+
+
 # ---------------------------------------------------------------------------------- the loop
 
 
@@ -214,48 +296,47 @@ class InterpolationResult:
     examples: list[dict] = field(default_factory=list)  # arrays for the figure (largest gap)
 
 
-def _baseline_runner(name: str) -> Callable:
-    from vidm.eval.baselines import get_baseline
-
-    fn = get_baseline(name)
-
-    def run(starts, ends, num_frames, seed, truth):  # -> (B, 1, n, H, W, 3)
-        return np.stack([fn(s, e, num_frames)[None] for s, e in zip(starts, ends)])
-
-    return run
-
-
-# Methods that run the pipeline's pieces without (all of) the diffusion: what each adds.
-PIPELINE_METHODS = {
-    # the solver's splat start, decoded with no diffusion step
-    "splat": lambda pipe: lambda s, e, n, seed, truth: pipe.splat_batch(s, e, n),
-    # the true in-betweens' own latents decoded (with the end frames as references, if taken)
-    "oracle": lambda pipe: lambda s, e, n, seed, truth: pipe.oracle_batch(s, e, truth),
-    # the reference decoder from the end frames alone, the latent unknown
-    "refs": lambda pipe: lambda s, e, n, seed, truth: pipe.references_only_batch(s, e, n),
-}
-
-
 def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: Sequence[str], pipe=None,
-                           samples: int = 1, seed: int = 0, steps=None, sampler=None, guidance=None,
-                           batch_size: int = 8, warping: bool = False, examples: int = 2,
-                           progress: bool = False) -> InterpolationResult:
+                           samples: int | None = None, seed: int | None = None, steps=None, sampler=None,
+                           guidance=None, batch_size: int = 8, warping: bool = False, examples: int = 2,
+                           progress: bool = False, *, options: SamplingOptions | None = None) -> InterpolationResult:
     """Run every method on every clip at every gap and score it (see the module docstring).
 
     methods: "model" (needs `pipe`), the pipeline pieces of PIPELINE_METHODS ("splat": the splat
     start with no diffusion step, what the motion model adds to it; "oracle": the true frames'
     latents decoded, the decoder's share of the error; "refs": the reference decoder from the end
     frames alone; each needs `pipe`) and/or baseline names (`vidm.eval.baselines.BASELINES`).
-    The model sees clips in batches of `batch_size`; batch k (first clip i) uses seed + i.
+    The model samples with `options` (or the keywords; samples default 1, seed 0) and sees clips
+    in batches of `batch_size`; batch k (first clip i) uses seed + i.
     Returns the report (per-clip numbers, summaries with 95% t-intervals, paired differences
     model - baseline, timing) and, for the largest gap, the frames of the first `examples` clips.
     """
     from tqdm.auto import tqdm
 
-    from vidm.eval.report import METRIC_BOUNDS, paired_difference, t_interval
+    from vidm.pipeline.options import SamplingOptions
 
+    opts = (options or SamplingOptions()).replace(samples=samples, seed=seed, steps=steps, sampler=sampler,
+                                                  guidance=guidance)
     gaps = sorted(int(g) for g in gaps)
-    G = gaps[-1]
+    _check_inputs(clips, gaps[-1], methods, pipe, opts.samples, batch_size)
+    runners = [make_runner(m, pipe, opts) for m in methods]
+    run = _Scoring(clips, _size_batches(clips, batch_size), opts.seed, warping,
+                   {i: _example(i, clips[i], gaps[-1]) for i in range(min(examples, len(clips)))})
+    per_clip: dict[str, dict[str, dict[str, list]]] = {}
+    timing = {r.name: 0.0 for r in runners}
+    with tqdm(total=len(gaps) * len(runners) * len(clips), desc="eval interpolate", unit="clip",
+              disable=not progress) as run.bar:
+        for g in gaps:
+            for r in runners:
+                rows, best_rows, timing[r.name] = run.score(r, g, gaps[-1], timing[r.name])
+                per_clip.setdefault(r.name, {})[str(g)] = _columns(rows)
+                if best_rows is not None:
+                    per_clip.setdefault(_best_name(r), {})[str(g)] = _columns(best_rows)
+    return _result(clips, gaps, runners, per_clip, timing, list(run.examples.values()))
+
+
+def _check_inputs(clips, G: int, methods, pipe, samples: int, batch_size: int) -> None:
+    """ConfigError / NotEnoughFramesError for input no method can run on."""
     if not clips:
         raise ConfigError("no clips to evaluate")
     short = [c for c in clips if len(c.frames) < G + 1]
@@ -266,93 +347,97 @@ def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: 
         raise ConfigError("method 'model' needs a pipeline")
     if samples < 1 or batch_size < 1:
         raise ConfigError(f"samples and batch size must be >= 1, got {samples} and {batch_size}")
-    for m in methods:
-        if m in PIPELINE_METHODS and pipe is None:
-            raise ConfigError(f"method {m!r} needs a pipeline (its autoencoder)")
-    runners = {m: (None if m == "model" else PIPELINE_METHODS[m](pipe) if m in PIPELINE_METHODS
-                   else _baseline_runner(m)) for m in methods}
-    S = samples if "model" in methods else 1
-    best_name = f"model_best_of_{S}"
-    has_meta = any(c.meta is not None for c in clips)
 
-    per_clip: dict[str, dict[str, dict[str, list]]] = {}
-    timing = {m: 0.0 for m in methods}
-    ex_idx = list(range(min(examples, len(clips))))
-    ex = [{"clip": i, "video": clips[i].video, "start": clips[i].start, "gap": G,
-           "ground_truth": clips[i].frames[:G + 1], "methods": {}} for i in ex_idx]
 
-    # Group clips of one frame size into batches (the model needs one size per batch).
+def _size_batches(clips, batch_size: int) -> list[list[int]]:
+    """Clip indices in batches of one frame size each (the model needs one size per batch)."""
     order = sorted(range(len(clips)), key=lambda i: (clips[i].frames.shape[1:3], i))
     batches = []
     for _, grp in itertools.groupby(order, key=lambda i: clips[i].frames.shape[1:3]):
         grp = list(grp)
         batches += [grp[k:k + batch_size] for k in range(0, len(grp), batch_size)]
+    return batches
 
-    bar = tqdm(total=len(gaps) * len(methods) * len(clips), desc="eval interpolate", unit="clip",
-               disable=not progress)
-    try:
-        for g in gaps:
-            for m in methods:
-                rows: list[dict | None] = [None] * len(clips)
-                best_rows: list[dict | None] = [None] * len(clips)
-                for batch in batches:
-                    starts = np.stack([clips[i].frames[0] for i in batch])  # (B, H, W, 3)
-                    ends = np.stack([clips[i].frames[g] for i in batch])
-                    t0 = time.perf_counter()
-                    if m == "model":
-                        outs = interpolate_batch(pipe, starts, ends, g - 1, samples=S, seed=seed + batch[0],
-                                                 steps=steps, sampler=sampler, guidance=guidance)
-                    else:
-                        truth = np.stack([clips[i].frames[1:g] for i in batch])  # (B, g-1, H, W, 3)
-                        outs = runners[m](starts, ends, g - 1, seed, truth)  # (B, 1, g-1, H, W, 3)
-                    timing[m] += time.perf_counter() - t0
-                    for i, out in zip(batch, outs):
-                        ms = [clip_metrics(o, clips[i], g, warping) for o in out]  # one per sample
-                        rows[i] = _mean_dicts(ms)
-                        if m == "model" and S > 1:
-                            best = int(np.argmax([d["psnr"] for d in ms]))
-                            best_rows[i] = ms[best]
-                            rows[i]["diversity"] = diversity(out)
-                        if g == G and i in ex_idx:
-                            ex[ex_idx.index(i)]["methods"][m] = out[0]
-                            if m == "model" and S > 1:
-                                ex[ex_idx.index(i)]["methods"][best_name] = out[best]
-                        bar.update(1)
-                per_clip.setdefault(m, {})[str(g)] = _columns(rows)
-                if m == "model" and S > 1:
-                    per_clip.setdefault(best_name, {})[str(g)] = _columns(best_rows)
-    finally:
-        bar.close()
 
-    # Order: model, its best-of row, then the baselines.
-    names = (["model"] + ([best_name] if S > 1 else []) if "model" in methods else []) + \
-        [m for m in methods if m != "model"]
+def _example(i: int, clip: Clip, G: int) -> dict:
+    return {"clip": i, "video": clip.video, "start": clip.start, "gap": G,
+            "ground_truth": clip.frames[:G + 1], "methods": {}}
+
+
+def _best_name(runner: MethodRunner) -> str:
+    return f"{runner.name}_best_of_{runner.samples}"
+
+
+@dataclass
+class _Scoring:
+    """What scoring one method at one gap needs besides the method: the clips, their batches,
+    the base seed, the warping switch, the example slots (clip index -> example) and the bar."""
+
+    clips: Sequence[Clip]
+    batches: list[list[int]]
+    seed: int
+    warping: bool
+    examples: dict[int, dict]
+    bar: object = None
+
+    def score(self, runner: MethodRunner, g: int, G: int, seconds: float):
+        """Every clip at gap g: (rows, best-of rows or None, seconds + the method's run time).
+        A row is the mean over the method's samples; a sampling method adds its diversity and
+        the best-PSNR sample's row."""
+        clips, S = self.clips, runner.samples
+        rows: list[dict | None] = [None] * len(clips)
+        best_rows: list[dict | None] = [None] * len(clips)
+        for batch in self.batches:
+            starts = np.stack([clips[i].frames[0] for i in batch])  # (B, H, W, 3)
+            ends = np.stack([clips[i].frames[g] for i in batch])
+            truth = np.stack([clips[i].frames[1:g] for i in batch])  # (B, g-1, H, W, 3)
+            t0 = time.perf_counter()
+            outs = runner(starts, ends, g - 1, self.seed + batch[0], truth)  # (B, S, g-1, H, W, 3)
+            seconds += time.perf_counter() - t0
+            for i, out in zip(batch, outs):
+                ms = [clip_metrics(o, clips[i], g, self.warping) for o in out]  # one per sample
+                rows[i] = _mean_dicts(ms)
+                best = int(np.argmax([d["psnr"] for d in ms])) if S > 1 else 0
+                if S > 1:
+                    best_rows[i] = ms[best]
+                    rows[i]["diversity"] = diversity(out)
+                if g == G and i in self.examples:
+                    self.examples[i]["methods"][runner.name] = out[0]
+                    if S > 1:
+                        self.examples[i]["methods"][_best_name(runner)] = out[best]
+                self.bar.update(1)
+        return rows, (best_rows if S > 1 else None), seconds
+
+
+def _result(clips, gaps, runners, per_clip, timing, examples) -> InterpolationResult:
+    """The report (rows: the model, its best-of row, then the others) and the figure's examples."""
+    from vidm.eval.report import METRIC_BOUNDS, paired_difference, t_interval
+
+    names = [n for r in sorted(runners, key=lambda r: r.name != "model")
+             for n in [r.name] + ([_best_name(r)] if r.samples > 1 else [])]
     per_clip = {n: per_clip[n] for n in names}
     summary = {n: {gk: {k: t_interval(v, bounds=METRIC_BOUNDS.get(k)) for k, v in cols.items()}
                    for gk, cols in per_clip[n].items()} for n in names}
-    paired = {}
-    if "model" in methods:
-        for b in (b for b in methods if b != "model"):
-            paired[f"model - {b}"] = {
-                str(g): {k: paired_difference(per_clip["model"][str(g)][k], per_clip[b][str(g)][k])
-                         for k in per_clip[b][str(g)] if k in per_clip["model"][str(g)]}
-                for g in gaps}
+    model = per_clip.get("model")
+    paired = {f"model - {b}": {str(g): {k: paired_difference(model[str(g)][k], per_clip[b][str(g)][k])
+                                        for k in per_clip[b][str(g)] if k in model[str(g)]} for g in gaps}
+              for b in (r.name for r in runners if r.name != "model")} if model is not None else {}
     report = {
         "clips": [{"video": c.video, "start": c.start, "frames": len(c.frames), "height": c.frames.shape[1],
                    "width": c.frames.shape[2], "ground_truth_json": c.meta is not None} for c in clips],
         "methods": names,
         "gaps": gaps,
-        "samples": S,
-        "position_metric": has_meta,
+        "samples": max(r.samples for r in runners),
+        "position_metric": any(c.meta is not None for c in clips),
         "per_clip": per_clip,
         "summary": summary,
         "paired": paired,
         "timing": {"methods": {m: {"total_s": t, "per_clip_per_gap_s": t / (len(clips) * len(gaps))}
                                for m, t in timing.items()}},
     }
-    for e in ex:  # the figure's rows in the report's method order
+    for e in examples:  # the figure's rows in the report's method order
         e["methods"] = {n: e["methods"][n] for n in names if n in e["methods"]}
-    return InterpolationResult(report, ex)
+    return InterpolationResult(report, examples)
 
 
 def _columns(rows: list[dict]) -> dict[str, list[float]]:

@@ -16,7 +16,7 @@ Parts (GPU limit / dry-run limit, seconds):
     bench          45 / 30  `vidm bench kernels --shapes` of the base presets; targets met / MISSED
     bench_compile  35 / 30  the same with torch.compile of the eager chains
     data           20 / 20  `vidm data synth` + `vidm data cache-latents` (bundled autoencoder)
-    train         165 / 90  `accelerate launch -m train.<stage>`, base width, bf16, triton vs torch
+    train         165 / 90  `accelerate launch -m vidm.train.<stage>`, base width, bf16, triton vs torch
     sample         45 / 45  `vidm generate` / `vidm interpolate` at 64 and 256 px, same-seed bytes
 
 `--dry-run` runs every part on the CPU (CUDA hidden) with the tiny presets, Triton's

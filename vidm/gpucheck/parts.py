@@ -267,7 +267,7 @@ def part_env(ctx: Ctx) -> dict:
         r[dist.replace("-", "_")] = _dist_version(dist)
     r["vidm"] = _dist_version("vidm")
     try:
-        import kernels
+        from vidm import kernels
 
         r["kernels_from"] = os.path.dirname(kernels.__file__)
         r["triton_importable"] = kernels.HAS_TRITON
@@ -447,7 +447,7 @@ def _bench_chunks(ctx: Ctx, shapes: dict, compile_backend: str | None, tag: str)
 def issue_targets(rows: list[dict]) -> list[dict]:
     """The issue's kernel targets from benchmark rows: spatial attention (N >= 1024) >= 0.9x SDPA
     flash, temporal T=16 >= 1.5x SDPA, fused GroupNorm >= 70% of copy bandwidth (forward)."""
-    from kernels.bench import check_targets
+    from vidm.kernels.bench import check_targets
 
     targets = check_targets(rows)
     return [t for t in targets if "2x eager" not in t["target"]] + \
@@ -677,20 +677,23 @@ def compare_losses(a: list[dict], b: list[dict]) -> dict:
 
 
 def train_inprocess(stage: str, args: list[str], provider: str) -> dict:
-    """`python -m train.<stage> ARGS` in this process with VIDM_KERNELS=provider (accelerate's
+    """`python -m vidm.train.<stage> ARGS` in this process with VIDM_KERNELS=provider (accelerate's
     singleton state reset around it, as the training tests do)."""
     import importlib
 
     from accelerate.state import AcceleratorState, GradientState
 
-    log(f"$ VIDM_KERNELS={provider} python -m train.{stage} " + " ".join(args) + "   (in this process)")
+    from vidm.kernels import reset_settings
+
+    log(f"$ VIDM_KERNELS={provider} python -m vidm.train.{stage} " + " ".join(args) + "   (in this process)")
     old = os.environ.get("VIDM_KERNELS")
     os.environ["VIDM_KERNELS"] = provider
+    reset_settings()  # the kernels read VIDM_KERNELS once: make them read it again
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     t0 = time.time()
     try:
-        rc = importlib.import_module(f"train.{stage}").main(args)
+        rc = importlib.import_module(f"vidm.train.{stage}").main(args)
     except Exception:  # noqa: BLE001 - recorded like a failed process
         traceback.print_exc()
         rc = 1
@@ -701,6 +704,7 @@ def train_inprocess(stage: str, args: list[str], provider: str) -> dict:
             os.environ.pop("VIDM_KERNELS", None)
         else:
             os.environ["VIDM_KERNELS"] = old
+        reset_settings()
     sys.stdout.flush()
     return {"rc": rc, "wall_s": round(time.time() - t0, 2), "stopped": False, "killed": False, "tail": "",
             "in_process": True}
@@ -738,7 +742,7 @@ def part_train(ctx: Ctx) -> dict:
             # process (each `accelerate launch` costs two torch imports, most of a tiny CPU run).
             res = train_inprocess(stage, args, prov)
         else:
-            cmd = [*accel, "-m", f"train.{stage}", *args]
+            cmd = [*accel, "-m", f"vidm.train.{stage}", *args]
             res = run_logged(ctx, cmd, timeout=slot, stop_at=max(1.0, slot - save_reserve),
                              env=ctx.child_env(VIDM_KERNELS=prov), logfile=ctx.work / f"train-{name}.log")
         rows = read_metrics(runs_dir / name / "metrics.jsonl")

@@ -25,7 +25,7 @@ PRESET_DATA = {
 def _recording(calls: list, model: str, net):
     """Record the kernel calls made inside the block; attention calls are tagged with the kind
     of attention module they came from (spatial, temporal or spacetime)."""
-    import kernels
+    from vidm import kernels
 
     attention, group_norm = kernels.attention, kernels.group_norm
     kind = ["spatial"]

@@ -33,7 +33,7 @@ def per_position_supported() -> bool:
     """Does kernels.group_norm take scale/shift of x's full shape (per-position modulation)?"""
     import torch
 
-    from kernels.group_norm import check_group_norm_inputs
+    from vidm.kernels.group_norm import check_group_norm_inputs
     from vidm.errors import ShapeError
 
     x = torch.zeros(1, 8, 2, 2)
@@ -47,7 +47,7 @@ def per_position_supported() -> bool:
 def attention_case(case: dict, dtype: str, mult: int, layout: str, device, gen) -> dict:
     import torch
 
-    from kernels import attention_reference, attention_triton, poison_outputs
+    from vidm.kernels import attention_reference, attention_triton, poison_outputs
 
     B, H, N, D = case["shape"]
     B *= mult
@@ -74,7 +74,7 @@ def attention_case(case: dict, dtype: str, mult: int, layout: str, device, gen) 
 def group_norm_case(case: dict, dtype: str, mult: int, layout: str, per_position: bool, device, gen) -> dict:
     import torch
 
-    from kernels import group_norm_reference, group_norm_triton, poison_outputs
+    from vidm.kernels import group_norm_reference, group_norm_triton, poison_outputs
 
     shape = list(case["shape"])
     shape[0] *= mult

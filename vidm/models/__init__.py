@@ -15,11 +15,9 @@ from vidm.models.blocks import ResBlock, SpaceTimeAttention, SpatialAttention, T
 from vidm.models.configs import AutoencoderConfig, ContentUNetConfig, MotionUNetConfig
 from vidm.models.precision import autocast_dtype, cpu_has_fast_bf16
 from vidm.models.presets import get_preset, preset_names
-from vidm.models.pretrained import load_pretrained
+from vidm.models.pretrained import MODEL_CLASSES, load_pretrained
 from vidm.models.unet2d import ContentUNet
 from vidm.models.unet3d import MotionUNet
-
-MODEL_CLASSES = {"autoencoder": AutoencoderKL, "content": ContentUNet, "motion": MotionUNet}
 
 
 def build_model(kind: str, config="tiny"):

@@ -23,7 +23,7 @@ from vidm.errors import ConfigError, ShapeError
 from vidm.models.blocks import Downsample, GroupNorm, ResBlock, SpatialAttention, Upsample
 from vidm.models.configs import AutoencoderConfig
 from vidm.models.embeddings import zero_module
-from vidm.models.pretrained import PretrainedMixin
+from vidm.models.mixin import PretrainedMixin
 from vidm.models.reference_decoder import ReferenceDecoder
 from vidm.models.unet_body import check_channels, check_spatial
 

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-import kernels
+from vidm import kernels
 from vidm.errors import ConfigError, ShapeError
 from vidm.models.configs import MODULATIONS, SUPPORTED_HEAD_DIMS
 from vidm.models.embeddings import FrameTimeEncoding, sinusoidal, zero_module

@@ -14,7 +14,7 @@ from vidm.errors import ConfigError, ShapeError
 from vidm.models.configs import ContentUNetConfig
 from vidm.models.embeddings import NoiseEmbedding
 from vidm.models.positional import frame_coordinates
-from vidm.models.pretrained import PretrainedMixin
+from vidm.models.mixin import PretrainedMixin
 from vidm.models.unet_body import UNetBody, check_channels, check_spatial
 
 

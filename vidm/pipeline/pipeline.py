@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidm.diffusion import (Denoiser, get_sampler, get_sigmas_karras, guided_infill_denoiser, initial_state,
-                            noise_mask_for)
+from vidm.diffusion import Denoiser, get_sigmas_karras, sampling
 from vidm.diffusion.splat import brackets, splat_inbetweens, splat_window_mean
 from vidm.bundled import DEFAULT_MODEL, PRETRAINED_ROOT
 from vidm.errors import CheckpointError, ConfigError, NumericalError, ShapeError
@@ -33,6 +32,7 @@ from vidm.models import AutoencoderKL, ContentUNet, MotionUNet, autocast_dtype
 from vidm.models.autoencoder import decode_frames, encode_frames
 from vidm.pipeline import plan
 from vidm.pipeline.config import STAGES, PipelineConfig
+from vidm.pipeline.options import SamplingOptions
 from vidm.pipeline.refdecode import decode_with_references
 from vidm.serialization import atomic_write_dir
 
@@ -206,68 +206,47 @@ class VideoPipeline:
 
     # ------------------------------------------------------------------ sampling pieces
 
-    def _settings(self, steps, sampler, guidance):
-        steps = self.config.steps if steps is None else steps
-        sampler = self.config.sampler if sampler is None else sampler
-        guidance = self.config.guidance if guidance is None else guidance
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float, np.number)) or \
-                not 0 <= float(guidance) < float("inf"):
-            raise ConfigError(f"guidance must be a finite number >= 0, got {guidance!r}")
-        steps, guidance = int(steps), float(guidance)
-        get_sampler(sampler)  # raises on an unknown name
-        return steps, sampler, guidance
+    def _options(self, options: SamplingOptions | None, **given) -> SamplingOptions:
+        """`options` (default: all blank) with a method's keyword arguments that are not None
+        on top, resolved against pipeline.json (`SamplingOptions.resolve`)."""
+        return _merge(options, **given).resolve(self.config)
 
-    def _sigmas(self, steps: int) -> torch.Tensor:
-        return get_sigmas_karras(steps, self.config.sigma_min, self.config.sigma_max, device=self.device,
-                                 dtype=torch.float32)
+    def _generator(self, opts: SamplingOptions) -> torch.Generator:
+        return torch.Generator(self.device).manual_seed(opts.seed)
 
-    def _run_sampler(self, sampler: str, denoise, x, sigmas, generator, noise_mask, bar):
-        fn = get_sampler(sampler)
-        kwargs = {"noise_mask": noise_mask} if sampler == "euler_ancestral" else {}
-        callback = (lambda info: bar.update(1)) if bar is not None else None
-        with self._autocast():
-            return fn(denoise, x, sigmas, callback=callback, generator=generator, **kwargs)
+    def _sigmas(self, steps: int, sigma_max: float | None = None) -> torch.Tensor:
+        """Karras schedule (steps + 1,) float32 from sigma_max (default pipeline.json's) to 0."""
+        top = self.config.sigma_max if sigma_max is None else float(sigma_max)
+        return get_sigmas_karras(steps, self.config.sigma_min, top, device=self.device, dtype=torch.float32)
 
     @torch.no_grad()
     def sample_first_frames(self, num: int, generator: torch.Generator, steps: int, sampler: str,
                             bar=None, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Content model: `num` first latent frames (num, C, h, w)."""
-        C, h, w = self._latent_shape()
-        sigmas = self._sigmas(steps)
-        x = torch.randn((num, C, h, w), generator=generator, device=self.device) * sigmas[0]
+        """Content model: `num` first latent frames (num, C, h, w) (`vidm.diffusion.sample_frames`)."""
         cond = {} if class_labels is None else {"class_labels": class_labels.to(self.device)}
-        denoise = lambda x, s: self.content_denoiser(x, s, **cond)  # noqa: E731
-        return self._run_sampler(sampler, denoise, x, sigmas, generator, None, bar)
+        return sampling.sample_frames(self.content_denoiser, (num, *self._latent_shape()), self._sigmas(steps),
+                                      sampler, generator, cond, self.device, _bar_callback(bar), self._autocast)
 
     @torch.no_grad()
     def sample_window(self, x_known: torch.Tensor, known: torch.Tensor, times: torch.Tensor,
                       anchor: torch.Tensor | None, generator: torch.Generator, steps: int, sampler: str,
                       guidance: float, bar=None, init: torch.Tensor | None = None,
                       init_sigma: float | None = None) -> torch.Tensor:
-        """Motion model, one window: x_known (B, T, C, h, w) with the known frames in place,
-        known (B, T) bool, times (B, T), anchor (B, C, h, w) -> (B, T, C, h, w). With `init`
-        (B, T, C, h, w) the unknown frames start at init + init_sigma * noise and the solver runs
-        from init_sigma down (SDEdit-style); without, from pure noise at sigma_max."""
-        if init is None:
-            sigmas = self._sigmas(steps)
-            x = initial_state(x_known, known, float(sigmas[0]), generator)
-        else:
-            sigmas = get_sigmas_karras(steps, self.config.sigma_min, float(init_sigma), device=self.device,
-                                       dtype=torch.float32)
-            x = initial_state(x_known, known, float(init_sigma), generator)  # noise at the unknown frames
-            x = torch.where(known[..., None, None, None], x, x + init.to(x.dtype))
-        cond = {"times": times, "anchor": anchor}
-        denoise = guided_infill_denoiser(self.motion_denoiser, known, guidance, cond=cond, generator=generator)
-        return self._run_sampler(sampler, denoise, x, sigmas, generator, noise_mask_for(known), bar)
+        """Motion model, one window (`vidm.diffusion.sample_window`): x_known (B, T, C, h, w) with
+        the known frames in place, known (B, T) bool, times (B, T), anchor (B, C, h, w) ->
+        (B, T, C, h, w). With `init` (B, T, C, h, w) the unknown frames start at
+        init + init_sigma * noise and the solver runs from init_sigma down (SDEdit-style);
+        without, from pure noise at sigma_max."""
+        sigmas = self._sigmas(steps, None if init is None else init_sigma)
+        return sampling.sample_window(self.motion_denoiser, x_known, known, sigmas, sampler, generator, guidance,
+                                      {"times": times, "anchor": anchor}, init, _bar_callback(bar), self._autocast)
 
     def _latent_shape(self) -> tuple[int, int, int]:
         f = self.autoencoder.config.downsample_factor
         return self.autoencoder.config.latent_channels, self.config.size // f, self.config.size // f
 
     def _fill(self, z: torch.Tensor, made: torch.Tensor, windows: list[list[int]], anchor: torch.Tensor,
-              generator: torch.Generator, steps: int, sampler: str, guidance: float, bar) -> torch.Tensor:
+              generator: torch.Generator, opts: SamplingOptions, bar) -> torch.Tensor:
         """Sample every window in order. z (B, N, C, h, w) latents with made (N,) bool marking the
         frames already there; each window's made frames are its known frames."""
         B = z.shape[0]
@@ -281,8 +260,8 @@ class VideoPipeline:
             init = None
             if self.config.infill_init == "splat" and brackets(known[0], times[0]) is not None:
                 init = splat_window_mean(z[:, idx], known[0], times[0])  # in-between window
-            out = self.sample_window(z[:, idx], known, times, anchor, generator, steps, sampler, guidance, bar,
-                                     init=init, init_sigma=self.config.infill_sigma)
+            out = self.sample_window(z[:, idx], known, times, anchor, generator, opts.steps, opts.sampler,
+                                     opts.guidance, bar, init=init, init_sigma=self.config.infill_sigma)
             z[:, idx] = out.to(z.dtype)
             made[idx] = True
         return z
@@ -300,35 +279,43 @@ class VideoPipeline:
         finally:
             bar.close()
 
-    def _fill_all(self, z, made, windows, steps, sampler, guidance, generator, desc: str, progress: bool):
+    def _fill_all(self, z, made, windows, opts: SamplingOptions, generator, desc: str):
         """`_fill` with the first frame as anchor, under a progress bar."""
-        with self._progress(steps * len(windows), desc, progress) as bar:
-            return self._fill(z, made, windows, z[:, 0].clone(), generator, steps, sampler, guidance, bar)
+        with self._progress(opts.steps * len(windows), desc, opts.progress) as bar:
+            return self._fill(z, made, windows, z[:, 0].clone(), generator, opts, bar)
 
     # ------------------------------------------------------------------ what users call
+    # Each takes the sampling settings as keywords (steps, sampler, guidance, seed, samples,
+    # progress; None = pipeline.json's value or the SamplingOptions default) and/or as one
+    # `options=SamplingOptions(...)`; keywords that are given win over the options' fields.
 
     @torch.no_grad()
-    def generate(self, num_frames: int = 16, num_videos: int = 1, seed: int = 0, steps: int | None = None,
-                 sampler: str | None = None, guidance: float | None = None, progress: bool = False) -> np.ndarray:
-        """Unconditional videos: uint8 (num_videos, num_frames, S, S, 3)."""
+    def generate(self, num_frames: int = 16, num_videos: int | None = None, seed: int | None = None,
+                 steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
+                 progress: bool | None = None, *, options: SamplingOptions | None = None) -> np.ndarray:
+        """Unconditional videos: uint8 (num_videos, num_frames, S, S, 3); num_videos is the
+        options' `samples` (default 1)."""
         _check_count("num_frames", num_frames, 1)
-        _check_count("num_videos", num_videos, 1)
-        steps, sampler, guidance = self._settings(steps, sampler, guidance)
+        if num_videos is not None:
+            _check_count("num_videos", num_videos, 1)
+        opts = self._options(options, samples=num_videos, seed=seed, steps=steps, sampler=sampler,
+                             guidance=guidance, progress=progress)
         windows = plan.plan_continuation(1, num_frames, self.config.window, self.config.context)
-        gen = torch.Generator(self.device).manual_seed(int(seed))
-        with self._progress(steps * (1 + len(windows)), "generate", progress) as bar:
-            z0 = self.sample_first_frames(num_videos, gen, steps, sampler, bar)
-            z = z0.new_zeros((num_videos, num_frames, *z0.shape[1:]))
+        gen = self._generator(opts)
+        with self._progress(opts.steps * (1 + len(windows)), "generate", opts.progress) as bar:
+            z0 = self.sample_first_frames(opts.samples, gen, opts.steps, opts.sampler, bar)
+            z = z0.new_zeros((opts.samples, num_frames, *z0.shape[1:]))
             z[:, 0] = z0
             made = torch.zeros(num_frames, dtype=torch.bool, device=self.device)
             made[0] = True
-            z = self._fill(z, made, windows, z0, gen, steps, sampler, guidance, bar)
+            z = self._fill(z, made, windows, z0, gen, opts, bar)
         return self._decode_videos(z, given={})
 
     @torch.no_grad()
-    def interpolate(self, start: np.ndarray, end: np.ndarray, num_frames: int = 7, samples: int = 1, seed: int = 0,
-                    steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-                    progress: bool = False) -> np.ndarray:
+    def interpolate(self, start: np.ndarray, end: np.ndarray, num_frames: int = 7, samples: int | None = None,
+                    seed: int | None = None, steps: int | None = None, sampler: str | None = None,
+                    guidance: float | None = None, progress: bool | None = None, *,
+                    options: SamplingOptions | None = None) -> np.ndarray:
         """The `num_frames` frames between `start` and `end` (uint8 (H, W, 3) each, same size):
         uint8 (samples, num_frames, H, W, 3). More in-betweens than one window holds are filled
         hierarchically (key frames first)."""
@@ -336,32 +323,34 @@ class VideoPipeline:
         if start.shape != end.shape:
             raise ShapeError(f"start and end frames differ in size: {start.shape[1]}x{start.shape[0]} vs "
                              f"{end.shape[1]}x{end.shape[0]}")
-        return self.interpolate_batch(start[None], end[None], num_frames, samples, seed, steps, sampler, guidance,
-                                      progress)[0]
+        opts = _merge(options, samples=samples, seed=seed, steps=steps, sampler=sampler, guidance=guidance,
+                      progress=progress)
+        return self.interpolate_batch(start[None], end[None], num_frames, options=opts)[0]
 
     @torch.no_grad()
-    def interpolate_batch(self, starts: np.ndarray, ends: np.ndarray, num_frames: int = 7, samples: int = 1,
-                          seed: int = 0, steps: int | None = None, sampler: str | None = None,
-                          guidance: float | None = None, progress: bool = False) -> np.ndarray:
+    def interpolate_batch(self, starts: np.ndarray, ends: np.ndarray, num_frames: int = 7,
+                          samples: int | None = None, seed: int | None = None, steps: int | None = None,
+                          sampler: str | None = None, guidance: float | None = None,
+                          progress: bool | None = None, *, options: SamplingOptions | None = None) -> np.ndarray:
         """`interpolate` for B pairs in one sampler run: starts, ends uint8 (B, H, W, 3) ->
         uint8 (B, samples, num_frames, H, W, 3). With B == 1 it equals `interpolate`; with B > 1
         each pair's noise depends on its place in the batch (reproducible for a fixed batch)."""
         _check_count("num_frames", num_frames, 1)
-        _check_count("samples", samples, 1)
+        opts = self._options(options, samples=samples, seed=seed, steps=steps, sampler=sampler,
+                             guidance=guidance, progress=progress)
         starts, ends = _check_pairs(starts, ends)
-        steps, sampler, guidance = self._settings(steps, sampler, guidance)
-        B, n = len(starts), num_frames + 2
+        B, n, S = len(starts), num_frames + 2, opts.samples
         windows = plan.plan_infill(n, self.config.window)
-        gen = torch.Generator(self.device).manual_seed(int(seed))
+        gen = self._generator(opts)
         z_ends = self.encode(np.concatenate([starts, ends]))  # (2B, C, h, w), one encode call
-        z = z_ends.new_zeros((B * samples, n, *z_ends.shape[1:]))  # (B*S, n, C, h, w), pair-major
-        z[:, 0] = z_ends[:B].repeat_interleave(samples, 0)
-        z[:, -1] = z_ends[B:].repeat_interleave(samples, 0)
+        z = z_ends.new_zeros((B * S, n, *z_ends.shape[1:]))  # (B*S, n, C, h, w), pair-major
+        z[:, 0] = z_ends[:B].repeat_interleave(S, 0)
+        z[:, -1] = z_ends[B:].repeat_interleave(S, 0)
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         made[0] = made[-1] = True
-        z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "interpolate", progress)
-        out = self._decode_between(z, starts, ends, samples)  # (B*S, n-2, H, W, 3)
-        return out.reshape(B, samples, *out.shape[1:])
+        z = self._fill_all(z, made, windows, opts, gen, "interpolate")
+        out = self._decode_between(z, starts, ends, S)  # (B*S, n-2, H, W, 3)
+        return out.reshape(B, S, *out.shape[1:])
 
     @torch.no_grad()
     def splat_batch(self, starts: np.ndarray, ends: np.ndarray, num_frames: int = 7) -> np.ndarray:
@@ -408,71 +397,73 @@ class VideoPipeline:
         return self._decode_videos(z, given=given, latent_sigma=float("inf"))[:, 1:-1][:, None]
 
     @torch.no_grad()
-    def interpolate_video(self, frames: np.ndarray, factor: int, samples: int = 1, seed: int = 0,
+    def interpolate_video(self, frames: np.ndarray, factor: int, samples: int | None = None, seed: int | None = None,
                           steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-                          progress: bool = False) -> np.ndarray:
+                          progress: bool | None = None, *, options: SamplingOptions | None = None) -> np.ndarray:
         """Raise the frame rate of uint8 (N, H, W, 3) by an integer `factor`:
         uint8 (samples, (N - 1) * factor + 1, H, W, 3); the input frames are kept as given."""
         frames = _check_frames(frames)
         _check_count("factor", factor, 1)
-        _check_count("samples", samples, 1)
+        opts = self._options(options, samples=samples, seed=seed, steps=steps, sampler=sampler,
+                             guidance=guidance, progress=progress)
         if len(frames) < 2:
             raise ShapeError(f"interpolate_video needs at least 2 frames, got {len(frames)}")
-        steps, sampler, guidance = self._settings(steps, sampler, guidance)
         n, windows = plan.plan_upsample(len(frames), factor, self.config.window)
-        gen = torch.Generator(self.device).manual_seed(int(seed))
+        gen = self._generator(opts)
         given = self.encode(frames)  # (N, C, h, w)
-        z = given.new_zeros((samples, n, *given.shape[1:]))
+        z = given.new_zeros((opts.samples, n, *given.shape[1:]))
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         z[:, ::factor] = given
         made[::factor] = True
-        z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "interpolate", progress)
+        z = self._fill_all(z, made, windows, opts, gen, "interpolate")
         given = None
         if self.uses_references:
             px = self.to_pixels(frames)
-            given = {i * factor: px[i:i + 1].expand(samples, -1, -1, -1) for i in range(len(frames))}
+            given = {i * factor: px[i:i + 1].expand(opts.samples, -1, -1, -1) for i in range(len(frames))}
         out = self._decode_videos(z, size=frames.shape[1:3], given=given)
         out[:, ::factor] = frames  # the given frames exactly, not their autoencoder round trip
         return out
 
     @torch.no_grad()
-    def predict(self, frames: np.ndarray, num_future: int, samples: int = 1, seed: int = 0,
+    def predict(self, frames: np.ndarray, num_future: int, samples: int | None = None, seed: int | None = None,
                 steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-                progress: bool = False) -> np.ndarray:
+                progress: bool | None = None, *, options: SamplingOptions | None = None) -> np.ndarray:
         """Continue a clip uint8 (N, H, W, 3): uint8 (samples, num_future, H, W, 3)."""
         frames = _check_frames(frames)
-        return self.predict_batch(frames[None], num_future, samples, seed, steps, sampler, guidance, progress)[0]
+        opts = _merge(options, samples=samples, seed=seed, steps=steps, sampler=sampler, guidance=guidance,
+                      progress=progress)
+        return self.predict_batch(frames[None], num_future, options=opts)[0]
 
     @torch.no_grad()
-    def predict_batch(self, given: np.ndarray, num_future: int, samples: int = 1, seed: int = 0,
+    def predict_batch(self, given: np.ndarray, num_future: int, samples: int | None = None, seed: int | None = None,
                       steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-                      progress: bool = False) -> np.ndarray:
+                      progress: bool | None = None, *, options: SamplingOptions | None = None) -> np.ndarray:
         """`predict` for B clips of equal length in one sampler run: given uint8 (B, N, H, W, 3) ->
         uint8 (B, samples, num_future, H, W, 3). With B == 1 it equals `predict`."""
         given = np.asarray(given)
         if given.ndim != 5 or given.dtype != np.uint8 or given.shape[-1] != 3 or 0 in given.shape[:2]:
             raise ShapeError(f"given must be uint8 (B, N, H, W, 3), got {given.dtype} {given.shape}")
         _check_count("num_future", num_future, 1)
-        _check_count("samples", samples, 1)
-        steps, sampler, guidance = self._settings(steps, sampler, guidance)
+        opts = self._options(options, samples=samples, seed=seed, steps=steps, sampler=sampler,
+                             guidance=guidance, progress=progress)
         B, n_given, H, W = given.shape[:4]
-        n = n_given + num_future
+        S, n = opts.samples, n_given + num_future
         windows = plan.plan_continuation(n_given, n, self.config.window, self.config.context)
-        gen = torch.Generator(self.device).manual_seed(int(seed))
+        gen = self._generator(opts)
         z_given = self.encode(given.reshape(B * n_given, H, W, 3))  # (B*N, C, h, w)
-        z_given = z_given.reshape(B, n_given, *z_given.shape[1:]).repeat_interleave(samples, 0)
-        z = z_given.new_zeros((B * samples, n, *z_given.shape[2:]))  # (B*S, n, C, h, w)
+        z_given = z_given.reshape(B, n_given, *z_given.shape[1:]).repeat_interleave(S, 0)
+        z = z_given.new_zeros((B * S, n, *z_given.shape[2:]))  # (B*S, n, C, h, w)
         z[:, :n_given] = z_given
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         made[:n_given] = True
-        z = self._fill_all(z, made, windows, steps, sampler, guidance, gen, "predict", progress)
+        z = self._fill_all(z, made, windows, opts, gen, "predict")
         if self.uses_references:
             px = self.to_pixels(given.reshape(B * n_given, H, W, 3)).reshape(B, n_given, 3, H, W)
-            px = px.repeat_interleave(samples, 0)
+            px = px.repeat_interleave(S, 0)
             out = self._decode_videos(z, given={i: px[:, i] for i in range(n_given)})[:, n_given:]
         else:
             out = self._decode_videos(z[:, n_given:], size=(H, W))  # (B*S, num_future, H, W, 3)
-        return out.reshape(B, samples, *out.shape[1:])
+        return out.reshape(B, S, *out.shape[1:])
 
     def _decode_between(self, z: torch.Tensor, starts: np.ndarray, ends: np.ndarray, samples: int) -> np.ndarray:
         """z (B*samples, n, C, h, w) with the end frames' latents at 0 and n-1 -> the in-betweens
@@ -498,6 +489,16 @@ class VideoPipeline:
         made = decode_with_references(self.autoencoder, z, given, sigma, self._autocast)
         x = torch.stack([given[t] if t in given else made[t] for t in range(T)], 1)  # (B, T, 3, H, W)
         return _to_uint8(x).permute(0, 1, 3, 4, 2).numpy()
+
+
+def _merge(options: SamplingOptions | None, **given) -> SamplingOptions:
+    """`options` (default: all blank) with the `given` keywords that are not None on top."""
+    return (options or SamplingOptions()).replace(**given)
+
+
+def _bar_callback(bar):
+    """A sampler callback advancing the progress bar one step (None without a bar)."""
+    return (lambda info: bar.update(1)) if bar is not None else None
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
