@@ -408,19 +408,13 @@ def test_sigterm_during_a_long_step_exits_within_the_grace(train_root):
 def short_run(train_root):
     """One in-process run of 1 step with 8 examples per step (the data has 3) and 1 kB of memory
     said to be available: (run folder, stderr)."""
+    from vidm.train import loop
     from vidm.train.motion import main as train_main
 
     err = io.StringIO()
-    old = os.environ.get("VIDM_TEST_AVAILABLE_MEMORY")
-    os.environ["VIDM_TEST_AVAILABLE_MEMORY"] = "1000"
-    try:
-        with contextlib.redirect_stderr(err):
-            rc = train_main(_train_argv(train_root, "short", "run.steps=1", "data.batch_size=8"))
-    finally:
-        if old is None:
-            os.environ.pop("VIDM_TEST_AVAILABLE_MEMORY")
-        else:
-            os.environ["VIDM_TEST_AVAILABLE_MEMORY"] = old
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(err):
+        mp.setattr(loop, "_available_memory", lambda device: 1000)
+        rc = train_main(_train_argv(train_root, "short", "run.steps=1", "data.batch_size=8"))
     assert rc == 0, err.getvalue()
     return train_root / "runs" / "short", err.getvalue()
 

@@ -53,11 +53,34 @@ def argv(setup, name, *extra):
             f"data.latents={setup / 'cache'}", *extra]
 
 
-def launch(setup, name, *extra, env=None, torchrun=False):
-    cmd = [sys.executable, "-m", "vidm.train.motion", *argv(setup, name, *extra)]
+# train.motion with a stage whose end-of-training hook writes each rank's final weights and
+# first batch to RUN/rank-weights/rank{r}.safetensors|json, so a test can compare the ranks.
+DUMPING_STAGE = """
+import json, sys
+from safetensors.torch import save_file
+from vidm.train.loop import main
+from vidm.train.motion import MotionStage
+
+class DumpingStage(MotionStage):
+    def on_train_end(self, run_dir, sampler):
+        rank = self.accelerator.process_index
+        out = run_dir / "rank-weights"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"rank{rank}.json").write_text(json.dumps({"first_batch": sampler.batch(sampler.start_step, 0)}))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()},
+                  str(out / f"rank{rank}.safetensors"))
+
+sys.exit(main(DumpingStage))
+"""
+
+
+def launch(setup, name, *extra, env=None, torchrun=False, script=None):
+    """train.motion in a subprocess (or `script`, a file run in its place), under torchrun if asked."""
+    entry = [str(script)] if script else ["-m", "vidm.train.motion"]
+    cmd = [sys.executable, *entry, *argv(setup, name, *extra)]
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(29400 + os.getpid() % 500), "-m", "vidm.train.motion", *argv(setup, name, *extra)]
+               str(29400 + os.getpid() % 500), *entry, *argv(setup, name, *extra)]
     e = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen(cmd, cwd=setup, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -239,8 +262,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_checkpoint(setup, capsys):
 
 def test_two_cpu_processes_end_identical(setup):
     run = setup / "runs" / "ddp"
+    script = setup / "dumping_motion.py"
+    script.write_text(DUMPING_STAGE)
     proc = launch(setup, "ddp", "run.steps=3", "run.sample_every=3", "run.val_every=3", "run.checkpoint_every=0",
-                  env={"VIDM_TEST_DUMP_RANK_WEIGHTS": "1"}, torchrun=True)
+                  torchrun=True, script=script)
     rc, out, err = finish(proc)
     assert rc == 0, err[-3000:]
     dumps = run / "rank-weights"

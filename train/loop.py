@@ -26,7 +26,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from vidm.errors import ConfigError, TrainingError, VidmError
 
@@ -94,6 +94,17 @@ class Stage:
     def preview(self, net, batch: dict, generator) -> list[tuple[str, str, Any]]:
         """[(tag, "image" | "video", tensor in [0, 1])]: image (3, H, W), video (T, 3, H, W)."""
         return []
+
+    # -- hooks the loop calls; the defaults do nothing
+
+    def before_export(self, net) -> None:
+        """On the main process, before each export of the EMA model `net` to RUN/model (after
+        its checkpoint is written): e.g. measure something the exported config records."""
+
+    def on_train_end(self, run_dir: Path, sampler) -> None:
+        """On every process when the loop ends (done, stopped by a signal, or failed), after the
+        logs are closed. `sampler` (train/batches.py StepBatchSampler) says which examples each
+        step took on this process. Tests override it to look at each rank's result."""
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -212,12 +223,10 @@ class _Signals:
 
 
 def _available_memory(device) -> int | None:
-    """Bytes free for a step on `device`: free GPU memory, or the host's MemAvailable."""
+    """Bytes free for a step on `device`: free GPU memory, or the host's MemAvailable (tests
+    replace this function to pretend a machine has little)."""
     import torch
 
-    override = os.environ.get(MEMORY_ENV)
-    if override:
-        return int(float(override))
     if torch.device(device).type == "cuda":
         try:
             return int(torch.cuda.mem_get_info(device)[0])
@@ -288,10 +297,6 @@ def _check_batch(stage: "Stage", cfg, accelerator, world: int, src: str) -> None
               file=sys.stderr, flush=True)
 
 
-# Test hook: bytes of memory to report as available (instead of the machine's).
-MEMORY_ENV = "VIDM_TEST_AVAILABLE_MEMORY"
-
-
 def _lr_factor(warmup: int):
     def factor(step: int) -> float:  # LambdaLR calls it with the number of optimizer steps taken
         return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
@@ -300,7 +305,66 @@ def _lr_factor(warmup: int):
 
 
 def train(stage_cls, args) -> int:
-    from .config import load_config, save_yaml, to_dict
+    """Run a stage's training as `args` say; 0 when it finished or saved and stopped on a signal."""
+    run = _setup(stage_cls, args)
+    return _loop(run)
+
+
+class _Run:
+    """The state of one training run, shared by the setup / step / log / checkpoint pieces below.
+
+    `__init__` holds what follows from the config and the processes; the `_setup_*` pieces fill
+    in the rest, in an order that matters for exact resume (what consumes the global RNG runs
+    after the checkpoint's RNG states are loaded)."""
+
+    def __init__(self, cfg, src: str, accelerator):
+        self.cfg = cfg
+        self.src = src  # the config file, named in error messages
+        self.accelerator = accelerator
+        self.is_main = accelerator.is_main_process
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.run_dir = Path(cfg.run.output_dir) / cfg.run.name
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.global_batch = cfg.data.batch_size * self.world * cfg.run.grad_accum
+        self.clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        self.writer = None  # TensorBoard, on the main process only
+        self.preview_batch = None  # made at the first preview
+
+    # -- filled in by _setup_stage / _setup_optimization / _setup_data / _setup_logs
+    stage: Stage
+    net: Any  # stage.net: the module that is trained, EMA'd and exported
+    model_config: dict
+    resume_from: Path | None
+    start_step: int
+    step: int  # optimizer steps taken so far
+    last_saved: int | None  # the step of the last checkpoint this process wrote or resumed from
+    module: Any  # stage.wrap(net), prepared (DDP)
+    optimizer: Any
+    scheduler: Any
+    ema: Any
+    sampler: Any  # StepBatchSampler
+    data_iter: Any
+    val_keys: list
+    bar: Any  # tqdm
+    signals: _Signals
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _setup(stage_cls, args) -> _Run:
+    """Everything before step 1; all that can fail on bad input fails here, before any training."""
+    cfg = _load_run_config(stage_cls, args)
+    run = _Run(cfg, args.config, _make_accelerator(cfg, stage_cls, args.config))
+    _setup_stage(run, stage_cls, args.resume)
+    _setup_optimization(run)
+    _setup_data(run)
+    _setup_logs(run)
+    return run
+
+
+def _load_run_config(stage_cls, args):
+    from .config import load_config
 
     cfg = load_config(stage_cls.config_cls, args.config, args.overrides)
     if cfg.stage != stage_cls.name:
@@ -308,14 +372,14 @@ def train(stage_cls, args) -> int:
     if args.name is not None:
         cfg.run.name = args.name
     _check_run_config(cfg, args.config)
+    return cfg
 
+
+def _make_accelerator(cfg, stage_cls, src: str):
+    """The Accelerator, after resolving run.mixed_precision=auto for the device used."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
-
-    from . import checkpoint as ckpt_lib
-    from .batches import StepBatchSampler, step_generator
-    from .ema import EMA
 
     use_cpu = cfg.run.cpu or not torch.cuda.is_available()
     if cfg.run.mixed_precision == "auto":
@@ -324,219 +388,351 @@ def train(stage_cls, args) -> int:
         amp = autocast_dtype("cpu" if use_cpu else "cuda")
         cfg.run.mixed_precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "no")
     if cfg.run.mixed_precision == "fp16" and use_cpu:
-        raise ConfigError(f"{args.config}: run.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
+        raise ConfigError(f"{src}: run.mixed_precision=fp16 needs a GPU; use bf16 or no on a CPU")
     # accelerate only joins torchrun's CPU processes (gloo) when told cpu=True.
-    accelerator = Accelerator(
+    return Accelerator(
         mixed_precision=cfg.run.mixed_precision,
         cpu=use_cpu,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=stage_cls.find_unused_parameters)],
     )
-    is_main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
-    run_dir = Path(cfg.run.output_dir) / cfg.run.name
 
-    # ---- everything that can fail on bad input happens before the first step
-    stage = stage_cls(cfg, accelerator, args.config)
+
+def _setup_stage(run: _Run, stage_cls, resume: str | None) -> None:
+    """The stage's model and data, the resume point, run.init_from / run.trainable, config.yaml."""
+    from .config import save_yaml
+
+    cfg, src = run.cfg, run.src
+    stage = run.stage = stage_cls(cfg, run.accelerator, src)
     stage.setup()
     if stage.num_train < 1:
-        raise ConfigError(f"{args.config}: no training examples")
-    model_config = stage.model_config()
+        raise ConfigError(f"{src}: no training examples")
+    run.net, run.model_config = stage.net, stage.model_config()
+    _find_resume_point(run, resume)
+    if cfg.run.init_from and run.resume_from is None:
+        _init_from(stage.net, cfg.run.init_from, stage.name, run.model_config, src, cfg.run.init_skip)
+        if run.is_main:
+            print(f"train.{stage.name}: weights from {cfg.run.init_from}", file=sys.stderr)
+    if run.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, run.run_dir / "config.yaml")
+    _freeze(stage.net, cfg.run.trainable, src, stage.name if run.is_main else None)
+    _check_batch(stage, cfg, run.accelerator, run.world, src)
 
-    resume_from = ckpt_lib.resolve_resume(args.resume, run_dir)
-    start_step = 0
-    if resume_from is not None:
-        state = ckpt_lib.read_train_state(resume_from)
-        ckpt_lib.check_same_model(resume_from, state, stage.name, model_config, stage.net.config.defaults())
-        start_step = int(state["step"])
-    elif args.resume is None and ckpt_lib.list_checkpoints(run_dir):
+
+def _find_resume_point(run: _Run, resume: str | None) -> None:
+    """run.resume_from / start_step from --resume; a run folder with checkpoints needs --resume."""
+    from . import checkpoint as ckpt_lib
+
+    run.resume_from = ckpt_lib.resolve_resume(resume, run.run_dir)
+    run.start_step = 0
+    if run.resume_from is not None:
+        state = ckpt_lib.read_train_state(run.resume_from)
+        ckpt_lib.check_same_model(run.resume_from, state, run.stage.name, run.model_config,
+                                  run.stage.net.config.defaults())
+        run.start_step = int(state["step"])
+    elif resume is None and ckpt_lib.list_checkpoints(run.run_dir):
         raise ConfigError(
-            f"{run_dir}: run folder already has checkpoints; pass --resume auto to continue it "
+            f"{run.run_dir}: run folder already has checkpoints; pass --resume auto to continue it "
             f"or --name NEW for a new run"
         )
+    run.step = run.start_step
+    run.last_saved = run.start_step if run.resume_from is not None else None
 
-    if cfg.run.init_from and resume_from is None:
-        _init_from(stage.net, cfg.run.init_from, stage.name, model_config, args.config, cfg.run.init_skip)
-        if is_main:
-            print(f"train.{stage.name}: weights from {cfg.run.init_from}", file=sys.stderr)
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, run_dir / "config.yaml")
-    global_batch = cfg.data.batch_size * world * cfg.run.grad_accum
-    _freeze(stage.net, cfg.run.trainable, args.config, stage.name if is_main else None)
 
-    _check_batch(stage, cfg, accelerator, world, args.config)
+def _setup_optimization(run: _Run) -> None:
+    """Optimizer, LR schedule and EMA, prepared by accelerate; the checkpoint's state loaded."""
+    import torch
 
-    # ---- model, optimizer, schedule, EMA
+    from .ema import EMA
+
+    cfg, accelerator, net = run.cfg, run.accelerator, run.net
     torch.manual_seed(cfg.run.seed)  # stages seed their own init too; this covers the rest
-    net = stage.net
-    module = stage.wrap(net)
+    module = run.stage.wrap(net)
     opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
     optimizer = opt_cls(net.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
                         eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
     # Not passed to accelerator.prepare: its wrapper steps the schedule once per process.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg.optim.warmup_steps))
-    module, optimizer = accelerator.prepare(module, optimizer)
-    ema = EMA(net, cfg.ema.decay, cfg.ema.warmup).to(accelerator.device)
-    accelerator.register_for_checkpointing(scheduler, ema)
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        if accelerator.is_main_process:
-            print(f"train.{stage.name}: resumed from {resume_from} at step {start_step}", file=sys.stderr)
+    run.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(cfg.optim.warmup_steps))
+    run.module, run.optimizer = accelerator.prepare(module, optimizer)
+    run.ema = EMA(net, cfg.ema.decay, cfg.ema.warmup).to(accelerator.device)
+    accelerator.register_for_checkpointing(run.scheduler, run.ema)
+    if run.resume_from is not None:
+        accelerator.load_state(str(run.resume_from))
+        if run.is_main:
+            print(f"train.{run.stage.name}: resumed from {run.resume_from} at step {run.start_step}",
+                  file=sys.stderr)
 
-    # ---- data: which examples each step sees is a function of (seed, step) only
-    sampler = StepBatchSampler(stage.num_train, cfg.data.batch_size, cfg.run.seed, rank, world,
-                               cfg.run.grad_accum, start_step, cfg.run.steps)
+
+def _setup_data(run: _Run) -> None:
+    """Which examples each step sees is a function of (seed, step) only; validation examples are
+    spread evenly over the held-out set, with fixed seeds."""
+    import torch
+
+    from .batches import StepBatchSampler
+
+    cfg, stage = run.cfg, run.stage
+    run.sampler = StepBatchSampler(stage.num_train, cfg.data.batch_size, cfg.run.seed, run.rank, run.world,
+                                   cfg.run.grad_accum, run.start_step, cfg.run.steps)
     loader = torch.utils.data.DataLoader(
-        stage.train_set, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+        stage.train_set, batch_sampler=run.sampler, num_workers=cfg.data.num_workers,
         collate_fn=stage.collate, persistent_workers=False,
     )
-    data_iter = iter(loader)
-    # Validation examples spread evenly over the held-out set, with fixed seeds.
-    n_val = min(stage.num_val, cfg.data.batch_size * cfg.data.val_batches * world)
-    val_keys = [(i * stage.num_val // n_val, 1000 + i) for i in range(n_val)] if n_val else []
-    preview_batch = None
+    run.data_iter = iter(loader)  # draws a base seed from the global RNG: after load_state
+    n_val = min(stage.num_val, cfg.data.batch_size * cfg.data.val_batches * run.world)
+    run.val_keys = [(i * stage.num_val // n_val, 1000 + i) for i in range(n_val)] if n_val else []
 
-    # ---- logging (main process only)
-    writer = None
-    metrics_path = run_dir / "metrics.jsonl"
-    if is_main:
-        from torch.utils.tensorboard import SummaryWriter
 
-        _truncate_metrics(metrics_path, start_step)
-        # purge_step: TensorBoard drops events logged after the resumed step by the run that died.
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step)
+def _setup_logs(run: _Run) -> None:
+    """metrics.jsonl and TensorBoard (main process only), cut back to the resumed step; the bar."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.run.steps, initial=start_step, desc=f"{stage.name} {cfg.run.name}",
-               unit="step", dynamic_ncols=True, disable=not (is_main and cfg.run.progress))
+    cfg = run.cfg
+    if run.is_main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    def train_state(step: int) -> dict:
-        return {
-            "step": step, "stage": stage.name, "model_config": model_config,
-            "world_size": world, "global_batch": global_batch,
-            "samples_seen": step * global_batch, "data_position": step * global_batch,
-            "seed": cfg.run.seed, "config": to_dict(cfg),
-        }
+        _truncate_metrics(run.metrics_path, run.start_step)
+        # purge_step: TensorBoard drops events logged after the resumed step by the run that died.
+        run.writer = SummaryWriter(str(run.run_dir / "tb"), purge_step=run.start_step)
+    run.bar = tqdm(total=cfg.run.steps, initial=run.start_step, desc=f"{run.stage.name} {cfg.run.name}",
+                   unit="step", dynamic_ncols=True, disable=not (run.is_main and cfg.run.progress))
 
-    def save(step: int) -> Path:
-        path = ckpt_lib.save_checkpoint(accelerator, run_dir, step, train_state(step), cfg.run.keep_checkpoints)
-        if is_main:
-            hook = getattr(stage, "before_export", None)
-            if hook is not None:
-                hook(ema.model)
-            ema.model.save_pretrained(run_dir / "model", training=stage.training_record())
-        accelerator.wait_for_everyone()
-        return path
 
-    def last_checkpoint() -> str:
-        kept = ckpt_lib.list_checkpoints(run_dir)
-        return f"last complete checkpoint: {kept[-1]}" if kept else "no checkpoint was written"
+# ----------------------------------------------------------------------------- the steps
 
-    signals = _Signals(stage.name, cfg.run.stop_timeout, last_checkpoint)
-    signals.install()
-    step = start_step
-    last_saved = start_step if resume_from is not None else None
-    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-    window_t, window_steps = time.perf_counter(), 0
-    sps = steps_per_s = 0.0
+
+def _loop(run: _Run) -> int:
+    """Steps until run.steps, logging, validating and checkpointing on the way. A signal ends it
+    after the step in progress, saved (0); the last step is always saved."""
+    cfg = run.cfg
+    run.signals = _Signals(run.stage.name, cfg.run.stop_timeout, lambda: _last_checkpoint(run))
+    run.signals.install()
+    meter = _Throughput(run.global_batch, run.stage.samples_per_item)
     try:
-        while step < cfg.run.steps:
-            signals.step = step + 1
-            module.train()
-            t0 = time.perf_counter()
-            losses, extras = [], {}
-            for micro in range(cfg.run.grad_accum):
-                batch = stage.to_device(next(data_iter))
-                g = step_generator(cfg.run.seed, step, micro, rank)
-                sync = micro == cfg.run.grad_accum - 1
-                with (nullcontext() if sync else accelerator.no_sync(module)):
-                    with accelerator.autocast():
-                        loss, extra = stage.loss(module, batch, g)
-                    accelerator.backward(loss / cfg.run.grad_accum)
-                losses.append(loss.detach().float())
-                for k, v in extra.items():
-                    extras[k] = extras.get(k, 0.0) + float(v) / cfg.run.grad_accum
-            loss_mean = torch.stack(losses).mean()
-            if world > 1:
-                loss_mean = accelerator.reduce(loss_mean, "mean")
-            loss_value = float(loss_mean)
-            grad_norm = float(accelerator.clip_grad_norm_(net.parameters(), clip))
-            if not math.isfinite(loss_value) or (not math.isfinite(grad_norm) and cfg.run.mixed_precision != "fp16"):
-                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                kept = ckpt_lib.list_checkpoints(run_dir)
-                where = f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was written"
-                raise TrainingError(
-                    f"non-finite {what} ({loss_value if what == 'loss' else grad_norm}) at step {step + 1}; "
-                    f"stopped without updating the weights ({where})"
-                )
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.update(net)
-            step += 1
-            window_steps += 1
-            step_time = time.perf_counter() - t0
-
-            now = time.perf_counter()
-            if now - window_t >= 2.0 or step == cfg.run.steps:
-                steps_per_s = window_steps / (now - window_t)
-                sps = steps_per_s * global_batch * stage.samples_per_item
-                window_t, window_steps = now, 0
-            if is_main:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", samples_s=f"{sps:.1f}", refresh=False)
-                if step % cfg.run.log_every == 0 or step == cfg.run.steps:
-                    rec = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                           "samples_per_sec": sps, "steps_per_sec": steps_per_s,
-                           "step_time": step_time, **extras}
-                    if accelerator.device.type == "cuda":  # peak so far (the GPU check reports it)
-                        rec["max_mem_gib"] = torch.cuda.max_memory_allocated(accelerator.device) / 2**30
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
-                    for k, v in rec.items():
-                        if k != "step":
-                            writer.add_scalar(f"train/{k}", v, step)
-
-            if cfg.run.val_every and step % cfg.run.val_every == 0 and stage.num_val:
-                val = _validate(stage, ema.model, val_keys, cfg, accelerator)
-                if is_main:
-                    writer.add_scalar("val/loss", val, step)
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps({"step": step, "val_loss": val}) + "\n")
-
-            if is_main and cfg.run.sample_every and (step % cfg.run.sample_every == 0 or step == cfg.run.steps):
-                if preview_batch is None:
-                    preview_batch = _preview_batch(stage, cfg)
-                _log_preview(stage, ema.model, preview_batch, cfg, writer, run_dir, step)
-
-            stop = signals.received is not None
-            if world > 1:
-                flag = torch.tensor([1.0 if stop else 0.0], device=accelerator.device)
-                stop = bool(accelerator.reduce(flag, "sum").item() > 0)
+        while run.step < cfg.run.steps:
+            run.signals.step = run.step + 1
+            rec = _train_step(run)
+            meter.tick(run.step == cfg.run.steps)
+            _log_step(run, rec, meter)
+            _evaluate(run)
+            stop = _stop_requested(run)
+            if _checkpoint_due(run) or stop:
+                _save(run)
             if stop:
-                signals.disarm()  # the step is done: the save that follows is not cut short
-            if (cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0) or step == cfg.run.steps or stop:
-                save(step)
-                last_saved = step
-            if stop:
-                if is_main:
-                    bar.close()
-                    print(f"train.{stage.name}: signal received; saved step {step} to {run_dir}, exiting",
-                          file=sys.stderr, flush=True)
+                if run.is_main:
+                    run.bar.close()
+                    print(f"train.{run.stage.name}: signal received; saved step {run.step} to {run.run_dir}, "
+                          f"exiting", file=sys.stderr, flush=True)
                 return 0
-        if last_saved != step:
-            save(step)
+        if run.last_saved != run.step:
+            _save(run)
     finally:
-        signals.restore()
-        bar.close()
-        if writer is not None:
-            writer.flush()
-            writer.close()
-        _dump_rank_weights(net, run_dir, rank, sampler.batch(start_step, 0))
-    if is_main:
-        print(f"train.{stage.name}: done, {step} steps; EMA model in {run_dir / 'model'}", file=sys.stderr)
+        _close(run)
+    if run.is_main:
+        print(f"train.{run.stage.name}: done, {run.step} steps; EMA model in {run.run_dir / 'model'}",
+              file=sys.stderr)
     return 0
+
+
+class _StepResult(NamedTuple):
+    """What a step logs (lr: the rate the step used; extras: the stage's scalars)."""
+
+    loss: float
+    lr: float
+    grad_norm: float
+    step_time: float
+    extras: dict[str, float]
+
+
+def _train_step(run: _Run) -> _StepResult:
+    """One optimizer step (run.grad_accum micro-batches). A non-finite loss or gradient norm
+    stops training before the weights change (TrainingError)."""
+    t0 = time.perf_counter()
+    loss_value, extras = _accumulate_gradients(run)
+    grad_norm = float(run.accelerator.clip_grad_norm_(run.net.parameters(), run.clip))
+    _check_finite(run, loss_value, grad_norm)
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.ema.update(run.net)
+    run.step += 1
+    return _StepResult(loss_value, lr, grad_norm, time.perf_counter() - t0, extras)
+
+
+def _accumulate_gradients(run: _Run) -> tuple[float, dict[str, float]]:
+    """Forward and backward over this step's micro-batches (gradients synced on the last one only):
+    (mean loss over them and the processes, the stage's extra scalars averaged over them)."""
+    import torch
+
+    from .batches import step_generator
+
+    cfg, accelerator, module = run.cfg, run.accelerator, run.module
+    module.train()
+    losses, extras = [], {}
+    for micro in range(cfg.run.grad_accum):
+        batch = run.stage.to_device(next(run.data_iter))
+        g = step_generator(cfg.run.seed, run.step, micro, run.rank)
+        sync = micro == cfg.run.grad_accum - 1
+        with (nullcontext() if sync else accelerator.no_sync(module)):
+            with accelerator.autocast():
+                loss, extra = run.stage.loss(module, batch, g)
+            accelerator.backward(loss / cfg.run.grad_accum)
+        losses.append(loss.detach().float())
+        for k, v in extra.items():
+            extras[k] = extras.get(k, 0.0) + float(v) / cfg.run.grad_accum
+    loss_mean = torch.stack(losses).mean()
+    if run.world > 1:
+        loss_mean = accelerator.reduce(loss_mean, "mean")
+    return float(loss_mean), extras
+
+
+def _check_finite(run: _Run, loss_value: float, grad_norm: float) -> None:
+    """A NaN/inf loss (or gradient norm: fp16's scaler skips those steps itself) stops the run."""
+    from . import checkpoint as ckpt_lib
+
+    if math.isfinite(loss_value) and (math.isfinite(grad_norm) or run.cfg.run.mixed_precision == "fp16"):
+        return
+    what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+    kept = ckpt_lib.list_checkpoints(run.run_dir)
+    where = f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was written"
+    raise TrainingError(
+        f"non-finite {what} ({loss_value if what == 'loss' else grad_norm}) at step {run.step + 1}; "
+        f"stopped without updating the weights ({where})"
+    )
+
+
+def _stop_requested(run: _Run) -> bool:
+    """Whether a signal reached any process (all stop together); disarms its deadline if so."""
+    import torch
+
+    stop = run.signals.received is not None
+    if run.world > 1:
+        flag = torch.tensor([1.0 if stop else 0.0], device=run.accelerator.device)
+        stop = bool(run.accelerator.reduce(flag, "sum").item() > 0)
+    if stop:
+        run.signals.disarm()  # the step is done: the save that follows is not cut short
+    return stop
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+class _Throughput:
+    """samples/s and steps/s over windows of at least 2 s (and up to the last step): a single
+    step's rate is too noisy to read. Between updates the last window's rates are reported."""
+
+    def __init__(self, global_batch: int, samples_per_item: int):
+        self.global_batch, self.samples_per_item = global_batch, samples_per_item
+        self.window_t, self.window_steps = time.perf_counter(), 0
+        self.samples_per_sec = self.steps_per_sec = 0.0
+
+    def tick(self, last: bool) -> None:
+        """One step done (`last`: the run's final one, which closes the window)."""
+        self.window_steps += 1
+        now = time.perf_counter()
+        if now - self.window_t >= 2.0 or last:
+            self.steps_per_sec = self.window_steps / (now - self.window_t)
+            self.samples_per_sec = self.steps_per_sec * self.global_batch * self.samples_per_item
+            self.window_t, self.window_steps = now, 0
+
+
+def _log_step(run: _Run, out: _StepResult, meter: _Throughput) -> None:
+    """The progress bar, and every run.log_every steps (and the last) a metrics.jsonl line and
+    TensorBoard scalars (main process only)."""
+    import torch
+
+    cfg, step = run.cfg, run.step
+    if not run.is_main:
+        return
+    run.bar.update(1)
+    run.bar.set_postfix(loss=f"{out.loss:.4f}", samples_s=f"{meter.samples_per_sec:.1f}", refresh=False)
+    if not (step % cfg.run.log_every == 0 or step == cfg.run.steps):
+        return
+    rec = {"step": step, "loss": out.loss, "lr": out.lr, "grad_norm": out.grad_norm,
+           "samples_per_sec": meter.samples_per_sec, "steps_per_sec": meter.steps_per_sec,
+           "step_time": out.step_time, **out.extras}
+    if run.accelerator.device.type == "cuda":  # peak so far (the GPU check reports it)
+        rec["max_mem_gib"] = torch.cuda.max_memory_allocated(run.accelerator.device) / 2**30
+    _append_metrics(run, rec)
+    for k, v in rec.items():
+        if k != "step":
+            run.writer.add_scalar(f"train/{k}", v, step)
+
+
+def _append_metrics(run: _Run, rec: dict) -> None:
+    with open(run.metrics_path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _evaluate(run: _Run) -> None:
+    """Validation loss every run.val_every steps (all processes take part) and preview samples
+    every run.sample_every steps and at the last (main process only), both of the EMA model."""
+    cfg, step, stage = run.cfg, run.step, run.stage
+    if cfg.run.val_every and step % cfg.run.val_every == 0 and stage.num_val:
+        val = _validate(stage, run.ema.model, run.val_keys, cfg, run.accelerator)
+        if run.is_main:
+            run.writer.add_scalar("val/loss", val, step)
+            _append_metrics(run, {"step": step, "val_loss": val})
+    if run.is_main and cfg.run.sample_every and (step % cfg.run.sample_every == 0 or step == cfg.run.steps):
+        if run.preview_batch is None:
+            run.preview_batch = _preview_batch(stage, cfg)
+        _log_preview(stage, run.ema.model, run.preview_batch, cfg, run.writer, run.run_dir, step)
+
+
+def _close(run: _Run) -> None:
+    """However the loop ended: old signal handlers back, logs flushed, then the stage's hook."""
+    run.signals.restore()
+    run.bar.close()
+    if run.writer is not None:
+        run.writer.flush()
+        run.writer.close()
+    run.stage.on_train_end(run.run_dir, run.sampler)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint_due(run: _Run) -> bool:
+    """Every run.checkpoint_every steps (0: never) and at the last step."""
+    every, step = run.cfg.run.checkpoint_every, run.step
+    return bool(every and step % every == 0) or step == run.cfg.run.steps
+
+
+def _train_state(run: _Run, step: int) -> dict:
+    """train_state.json of a checkpoint: what resume checks and where the data stands."""
+    from .config import to_dict
+
+    return {
+        "step": step, "stage": run.stage.name, "model_config": run.model_config,
+        "world_size": run.world, "global_batch": run.global_batch,
+        "samples_seen": step * run.global_batch, "data_position": step * run.global_batch,
+        "seed": run.cfg.run.seed, "config": to_dict(run.cfg),
+    }
+
+
+def _save(run: _Run) -> Path:
+    """Collective: checkpoint the current step, then (main process) export the EMA model."""
+    from . import checkpoint as ckpt_lib
+
+    step = run.step
+    path = ckpt_lib.save_checkpoint(run.accelerator, run.run_dir, step, _train_state(run, step),
+                                    run.cfg.run.keep_checkpoints)
+    if run.is_main:
+        run.stage.before_export(run.ema.model)
+        run.ema.model.save_pretrained(run.run_dir / "model", training=run.stage.training_record())
+    run.accelerator.wait_for_everyone()
+    run.last_saved = step
+    return path
+
+
+def _last_checkpoint(run: _Run) -> str:
+    """For the messages of a stop without saving."""
+    from . import checkpoint as ckpt_lib
+
+    kept = ckpt_lib.list_checkpoints(run.run_dir)
+    return f"last complete checkpoint: {kept[-1]}" if kept else "no checkpoint was written"
+
+
 
 
 def _check_run_config(cfg, src: str) -> None:
@@ -701,19 +897,3 @@ def _save_png(path: Path, x) -> None:
 
     arr = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     Image.fromarray(arr).save(path)
-
-
-# Test hook: each rank writes its final weights to RUN/rank-weights/rank{r}.safetensors, so a
-# multi-process test can check the ranks ended identical.
-DUMP_RANKS_ENV = "VIDM_TEST_DUMP_RANK_WEIGHTS"
-
-
-def _dump_rank_weights(net, run_dir: Path, rank: int, first_batch) -> None:
-    if not os.environ.get(DUMP_RANKS_ENV):
-        return
-    from safetensors.torch import save_file
-
-    out = run_dir / "rank-weights"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"rank{rank}.json").write_text(json.dumps({"first_batch": first_batch}))
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(out / f"rank{rank}.safetensors"))
