@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vidm.pipeline import VideoPipeline
-from vidm.pipeline.config import STAGES
+from vidm import stages
 from vidm.bundled import DEFAULT_MODEL
 from vidm.pipeline.pipeline import bundled_models, resolve_model
 
@@ -42,7 +42,7 @@ def test_bundle_is_complete_fp16_and_under_30_mb(name):
     root = resolve_model(name)
     assert (root / "pipeline.json").is_file() and (root / "README.md").is_file()
     total = 0
-    for stage in STAGES:
+    for stage in stages.names(required=True):
         weights = root / stage / "model.safetensors"
         assert (root / stage / "config.json").is_file()
         total += weights.stat().st_size

@@ -11,8 +11,8 @@ from torch import nn
 
 from vidm.train.batches import StepBatchSampler, mix_seed, step_generator
 from vidm.train.checkpoint import check_same_model, list_checkpoints, resolve_resume
-from vidm.train.config import (STAGE_CONFIGS, ContentTrainConfig, MotionTrainConfig, load_config, save_yaml,
-                          to_dict)
+from vidm.train.config import (ContentTrainConfig, MotionTrainConfig, load_config, save_yaml, stage_configs,
+                               to_dict)
 from vidm.train.ema import EMA
 from vidm.errors import CheckpointError, ConfigError
 
@@ -59,7 +59,7 @@ def test_bad_config_is_one_line_error(tmp_path, text, overrides, needle):
 
 
 def test_presets_load():
-    for stage, cls in STAGE_CONFIGS.items():
+    for stage, cls in stage_configs().items():
         for preset in ("tiny", "base"):
             cfg = load_config(cls, str(CONFIGS / stage / f"{preset}.yaml"))
             assert cfg.stage == stage and cfg.model["preset"] == preset

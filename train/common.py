@@ -13,11 +13,12 @@ from vidm.errors import ConfigError, VidmError
 def build_model_config(kind: str, section: dict[str, Any], src: str):
     """The model config for `kind`: preset `section["preset"]` with the other keys overriding it.
     Unknown keys / wrong types are one-line ConfigErrors naming the config file."""
-    from vidm.models.configs import CONFIG_CLASSES
+    from vidm import stages
 
+    config_class = stages.get(kind).config_class()
     preset = section.get("preset", "tiny")
     if preset is None:  # the config class's own defaults
-        d = CONFIG_CLASSES[kind]().to_dict()
+        d = config_class().to_dict()
     elif not isinstance(preset, str):
         raise ConfigError(f"{src}: model.preset must be a preset name or null, got {preset!r}")
     else:
@@ -30,7 +31,7 @@ def build_model_config(kind: str, section: dict[str, Any], src: str):
     overrides = {k: v for k, v in section.items() if k != "preset"}
     d.update(overrides)
     try:
-        return CONFIG_CLASSES[kind].from_dict(d)
+        return config_class.from_dict(d)
     except VidmError as e:
         raise ConfigError(f"{src}: model: {e}") from None
 

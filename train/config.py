@@ -164,11 +164,13 @@ class MotionTrainConfig(_StageConfig):
     mask: MaskConfig = field(default_factory=MaskConfig)
 
 
-STAGE_CONFIGS = {
-    "autoencoder": AutoencoderTrainConfig,
-    "content": ContentTrainConfig,
-    "motion": MotionTrainConfig,
-}
+def stage_configs() -> dict[str, type]:
+    """{stage name: its training config class} for every trainable stage of the registry
+    (vidm.stages). A function, not a table built here: the registry names these classes by
+    path, and this module is still loading while its module level runs."""
+    from vidm import stages
+
+    return {s.name: s.train_config_class() for s in stages.all_stages() if s.train_config}
 
 
 # ----------------------------------------------------------------------------- loading

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from vidm import args as argtypes
+from vidm import stages
 
 
 def _kernels(args: argparse.Namespace) -> int:
@@ -32,7 +33,6 @@ def _register_kernels(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_kernels)
 
 
-MODEL_KINDS = ("autoencoder", "content", "motion")
 MODEL_DTYPES = ("fp32", "bf16")
 
 
@@ -53,7 +53,7 @@ def _models(args: argparse.Namespace) -> int:
     from vidm.models.presets import preset_names
     from vidm.pipeline.pipeline import resolve_device
 
-    args.kinds = ",".join(_names("--kinds", args.kinds, MODEL_KINDS))
+    args.kinds = ",".join(_names("--kinds", args.kinds, stages.names()))
     known = sorted(set.intersection(*(set(preset_names(k)) for k in args.kinds.split(","))))
     args.presets = ",".join(_names("--presets", args.presets, known))
     args.dtypes = ",".join(_names("--dtypes", args.dtypes, MODEL_DTYPES))
@@ -71,7 +71,7 @@ def _register_models(sub: argparse._SubParsersAction) -> None:
                        description="Parameter counts and median forward time per frame (fp32 and bf16 autocast) "
                                    "of each model preset; the same as `python -m vidm.models.bench`.")
     p.add_argument("--presets", default="tiny,base", help="comma-separated presets (default tiny,base)")
-    p.add_argument("--kinds", default="autoencoder,content,motion", help="comma-separated model kinds")
+    p.add_argument("--kinds", default=",".join(stages.names(required=True)), help="comma-separated model kinds (stages)")
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
     p.add_argument("--repeats", type=argtypes.positive_int, default=3, help="timed repetitions (median reported)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

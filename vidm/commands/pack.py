@@ -23,11 +23,11 @@ import math
 from pathlib import Path
 
 from vidm import args as argtypes
+from vidm import stages as registry
 from vidm.errors import CheckpointError, ConfigError
 from vidm.outputs import OutputPlan, add_overwrite_arg
 
-# What each stage's record must give (CLI flag for each).
-DEFINING = {"content": ("sigma_data", "size"), "motion": ("sigma_data", "size", "window", "max_span")}
+# The CLI flag of each setting a stage's record must give (the registry's StageSpec.settings).
 FLAGS = {"sigma_data": "--sigma-data", "size": "--size", "window": "--window", "max_span": "--max-span"}
 
 
@@ -40,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "config.json 'training' section, else its run's config.yaml, else the pipeline.json of the "
                     "pipeline folder it sits in; a stage with none of these needs them on the command line. "
                     "A value that contradicts a stage's record, or stages that disagree, are refused.")
-    p.add_argument("--autoencoder", required=True, help="autoencoder model folder (or its run folder)")
-    p.add_argument("--content", required=True, help="content model folder (or its run folder)")
-    p.add_argument("--motion", required=True, help="motion model folder (or its run folder)")
+    for stage in registry.all_stages():  # one flag per stage: --autoencoder, --content, --motion, ...
+        p.add_argument(f"--{stage.name}", required=stage.required,
+                       help=f"{stage.help} folder (or its run folder){'' if stage.required else '; optional'}")
     p.add_argument("-o", "--output", required=True, help="pipeline folder to write (written whole, at the end)")
     g = p.add_argument_group("training settings (read from the stages; give them only where a stage has no record)")
     g.add_argument("--size", type=argtypes.positive_int, default=None, help="frame size the models were trained at")
@@ -99,7 +99,7 @@ def _from_run_config(model_dir: Path, stage: str) -> dict | None:
     data = run.get("data") if isinstance(run.get("data"), dict) else {}
     diffusion = run.get("diffusion") if isinstance(run.get("diffusion"), dict) else {}
     rec = {"sigma_data": diffusion.get("sigma_data", 0.5), "size": data.get("size", 64)}
-    if stage == "motion":
+    if registry.get(stage).kind == "motion":
         window = data.get("num_frames", 8)
         stride = data.get("stride", 1)
         stride_max = max(stride) if isinstance(stride, (list, tuple)) else stride
@@ -116,12 +116,12 @@ def _from_pipeline(model_dir: Path, stage: str) -> dict | None:
     """The settings of the pipeline folder a stage folder sits in (e.g. vidm/pretrained/NAME/motion)."""
     from vidm.pipeline import PipelineConfig
 
-    if model_dir.name != stage or not (model_dir.parent / "pipeline.json").is_file():
+    if model_dir.name not in registry.names() or not (model_dir.parent / "pipeline.json").is_file():
         return None
     cfg = PipelineConfig.load(model_dir.parent)
-    rec = {"sigma_data": cfg.sigma_data, "size": cfg.size}
-    if stage == "motion":
-        rec.update(window=cfg.window, max_span=cfg.max_span, frame_step=cfg.frame_step)
+    rec = {k: getattr(cfg, k) for k in registry.get(stage).settings}
+    if "window" in rec:
+        rec["frame_step"] = cfg.frame_step
     return rec
 
 
@@ -149,12 +149,15 @@ def _same(a, b) -> bool:
 
 
 def resolve_settings(records: dict[str, tuple[dict, str]], given: dict) -> dict:
-    """The defining settings from the content and motion records and the command line
-    (`given`: name -> value or None), or a ConfigError naming what is missing or contradicts."""
+    """The defining settings from the stages' records ({stage: (record, where)}, the stages with
+    registry `settings`: content, motion, ...) and the command line (`given`: name -> value or
+    None), or a ConfigError naming what is missing or contradicts."""
     out: dict = {}
-    for stage in ("content", "motion"):
+    first: dict[str, tuple[str, str]] = {}  # setting -> (stage, where) its value was first read from
+    for stage in records:
         rec, where = records[stage]
-        missing = [k for k in DEFINING[stage] if k not in rec and given.get(k) is None]
+        defining = registry.get(stage).settings
+        missing = [k for k in defining if k not in rec and given.get(k) is None]
         if missing:
             raise ConfigError(
                 f"--{stage}: no record of how the model was trained (no 'training' section in its config.json, "
@@ -162,17 +165,18 @@ def resolve_settings(records: dict[str, tuple[dict, str]], given: dict) -> dict:
                 f"{' '.join(f'{FLAGS[k]} VALUE' for k in missing)} explicitly" if not rec else
                 f"--{stage}: {where} does not say {', '.join(missing)}; give "
                 f"{' '.join(f'{FLAGS[k]} VALUE' for k in missing)}")
-        for k in DEFINING[stage]:
+        for k in defining:
             mine = rec.get(k)
             if mine is not None and given.get(k) is not None and not _same(mine, given[k]):
                 raise ConfigError(f"{FLAGS[k]} {_fmt(given[k])}: the {stage} model was trained with {k} {_fmt(mine)} "
                                   f"({where}); packing it with another value changes what its weights mean")
             value = given[k] if given.get(k) is not None else mine
             if k in out and not _same(out[k], value):
-                other = records["content"][1] or "the command line"
-                raise ConfigError(f"the content and motion models disagree on {k}: {_fmt(out[k])} ({other}) vs "
-                                  f"{_fmt(value)} ({where or 'the command line'}); they cannot share one pipeline")
+                other, other_where = first[k]
+                raise ConfigError(f"the {other} and {stage} models disagree on {k}: {_fmt(out[k])} ({other_where}) "
+                                  f"vs {_fmt(value)} ({where or 'the command line'}); they cannot share one pipeline")
             out[k] = value
+            first.setdefault(k, (stage, where or "the command line"))
     out["frame_step"] = records["motion"][0].get("frame_step", 1.0)
     return out
 
@@ -185,8 +189,7 @@ def check_latents(records: dict[str, tuple[dict, str]], autoencoder, ae_dir: Pat
     scale = float(autoencoder.config.latent_scale)
     fingerprint = None
     unchecked = []
-    for stage in ("content", "motion"):
-        rec, where = records[stage]
+    for stage, (rec, where) in records.items():
         theirs = rec.get("latent_scale")
         if theirs is not None and not _same(theirs, scale):
             raise ConfigError(f"--{stage}: trained on latents scaled by {_fmt(theirs)} ({where}), but the autoencoder "
@@ -206,18 +209,17 @@ def run_pack(args) -> int:
 
     import torch
 
-    from vidm.models import AutoencoderKL, ContentUNet, MotionUNet
     from vidm.pipeline import PipelineConfig, SamplingOptions, VideoPipeline
 
-    dirs = {s: _model_dir(getattr(args, s), s) for s in ("autoencoder", "content", "motion")}
+    dirs = {s.name: _model_dir(getattr(args, s.name), s.name) for s in registry.all_stages()
+            if getattr(args, s.name) is not None}
     plan = OutputPlan([getattr(args, s) for s in dirs] + list(dirs.values()), overwrite=args.overwrite)
     out = plan.folder(args.output, make_parents=True)
     plan.check()
-    ae = AutoencoderKL.from_pretrained(dirs["autoencoder"])
-    content = ContentUNet.from_pretrained(dirs["content"])
-    motion = MotionUNet.from_pretrained(dirs["motion"])
-    records = {"content": stage_record(content, dirs["content"], "content"),
-               "motion": stage_record(motion, dirs["motion"], "motion")}
+    models = {name: registry.get(name).model_class().from_pretrained(d) for name, d in dirs.items()}
+    ae = models["autoencoder"]
+    records = {name: stage_record(model, dirs[name], name) for name, model in models.items()
+               if registry.get(name).settings}
     settings = resolve_settings(records, {"sigma_data": args.sigma_data, "size": args.size, "window": args.window,
                                           "max_span": args.max_span})
     unchecked = check_latents(records, ae, dirs["autoencoder"])
@@ -227,12 +229,13 @@ def run_pack(args) -> int:
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.validate("vidm pack")  # e.g. --context 99 for a 9-frame window, before any weights are written
-    for stage, model in (("content", content), ("motion", motion)):  # the record travels with the stage
-        rec, where = records[stage]
-        keys = DEFINING[stage] + (("frame_step",) if stage == "motion" else ())
+    for stage, (rec, where) in records.items():  # the record travels with the stage
+        model = models[stage]
+        keys = registry.get(stage).settings + (("frame_step",) if "window" in registry.get(stage).settings else ())
         model.training_record = {**rec, "stage": stage, **{k: settings[k] for k in keys},
                                  **({} if model.training_record else {"from": where or "vidm pack command line"})}
-    pipe = VideoPipeline(ae, content, motion, cfg, device="cpu", dtype="fp32")
+    required = {name: models.pop(name) for name in registry.names(required=True)}
+    pipe = VideoPipeline(**required, config=cfg, device="cpu", dtype="fp32", stages=models)
     SamplingOptions().resolve(pipe.config)  # validates the sampler name and steps
     with plan.write() as temp:
         pipe.save_pretrained(temp[out], weights_dtype=None if args.fp32 else torch.float16)

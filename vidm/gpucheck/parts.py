@@ -28,12 +28,13 @@ import time
 import traceback
 from pathlib import Path
 
+from vidm import stages
 from vidm.bundled import PRETRAINED_ROOT
 from vidm.gpucheck.proc import run_tree
 from vidm.gpucheck.report import clean_json
 
 BUNDLED = PRETRAINED_ROOT / "synth-tiny"  # its GPU checks compare against this plain-decoder model
-STAGES = ("autoencoder", "content", "motion")
+STAGES = stages.names(required=True)  # the stages each provider trains and packs
 PROVIDERS = ("triton", "torch")
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from vidm import stages
 from vidm.errors import ConfigError
 from vidm.models.autoencoder import (AutoencoderKL, DiagonalGaussian, decode_frames, decode_video, encode_frames,
                                      encode_video, measure_latent_scale)
@@ -15,16 +16,17 @@ from vidm.models.blocks import ResBlock, SpaceTimeAttention, SpatialAttention, T
 from vidm.models.configs import AutoencoderConfig, ContentUNetConfig, MotionUNetConfig
 from vidm.models.precision import autocast_dtype, cpu_has_fast_bf16
 from vidm.models.presets import get_preset, preset_names
-from vidm.models.pretrained import MODEL_CLASSES, load_pretrained
+from vidm.models.pretrained import load_pretrained
 from vidm.models.unet2d import ContentUNet
 from vidm.models.unet3d import MotionUNet
 
 
 def build_model(kind: str, config="tiny"):
-    """A freshly initialised model of `kind` from a preset name or a config (dataclass or dict)."""
-    if kind not in MODEL_CLASSES:
-        raise ConfigError(f"unknown model kind {kind!r}; known: {sorted(MODEL_CLASSES)}")
-    cls = MODEL_CLASSES[kind]
+    """A freshly initialised model of stage `kind` (vidm.stages, e.g. "motion") from a preset name
+    or a config (dataclass or dict)."""
+    if kind not in stages.names():
+        raise ConfigError(f"unknown model kind {kind!r}; known: {sorted(stages.names())}")
+    cls = stages.get(kind).model_class()
     if isinstance(config, str):
         config = get_preset(kind, config)
     elif isinstance(config, dict):
@@ -40,6 +42,6 @@ __all__ = [
     "measure_latent_scale", "PatchDiscriminator", "autoencoder_loss", "discriminator_loss",
     "ResBlock", "SpatialAttention", "TemporalAttention", "SpaceTimeAttention",
     "AutoencoderConfig", "ContentUNetConfig", "MotionUNetConfig",
-    "ContentUNet", "MotionUNet", "MODEL_CLASSES", "build_model", "get_preset", "preset_names",
+    "ContentUNet", "MotionUNet", "build_model", "get_preset", "preset_names",
     "load_pretrained", "autocast_dtype", "cpu_has_fast_bf16",
 ]

@@ -276,9 +276,5 @@ class MotionUNetConfig(UNetConfig):
             raise ConfigError(f"{n}.time_max_period: must be > 1, got {self.time_max_period}")
 
 
-CONFIG_CLASSES: dict[str, type] = {
-    c.kind: c for c in (AutoencoderConfig, ContentUNetConfig, MotionUNetConfig)
-}
-
 __all__ = ["AutoencoderConfig", "UNetConfig", "ContentUNetConfig", "MotionUNetConfig",
-           "CONFIG_CLASSES", "SUPPORTED_HEAD_DIMS", "MODULATIONS"]
+           "SUPPORTED_HEAD_DIMS", "MODULATIONS"]

@@ -1,6 +1,6 @@
 """PretrainedMixin: save_pretrained / from_pretrained for every vidm model.
 
-A model folder holds `config.json` = {"kind": <"autoencoder"|"content"|"motion">, "config": {...}}
+A model folder holds `config.json` = {"kind": <a model kind of vidm.stages>, "config": {...}}
 and `model.safetensors`; the model is rebuilt from its own config, never unpickled. The model
 classes import this module; `vidm.models.pretrained` (load_pretrained, which picks the class from
 the folder's "kind") imports them, so neither imports the other back.

@@ -1,6 +1,7 @@
-"""Named model presets: get_preset(kind, name) -> a fresh config dataclass.
+"""Named model presets: get_preset(stage, name) -> a fresh config dataclass.
 
-kind in {"autoencoder", "content", "motion"}; name in {"tiny", "base"}.
+One table per stage kind below; the stage registry (vidm.stages) says which table is whose.
+name in {"tiny", "base"}.
 - tiny: trains in CPU minutes on 64x64 video. AE 4x down -> latents (4, 16, 16).
 - base: one GPU, 256x256 video. AE 8x down -> latents (4, 32, 32).
 The UNet presets assume 4 latent channels (the AE presets' latent_channels).
@@ -10,58 +11,57 @@ from __future__ import annotations
 
 from typing import Callable
 
+from vidm import stages
 from vidm.errors import ConfigError
 from vidm.models.configs import AutoencoderConfig, ContentUNetConfig, MotionUNetConfig
 
-_PRESETS: dict[str, dict[str, Callable[[], object]]] = {
-    "autoencoder": {
-        # 0.68 M params; 64x64 -> 16x16x4. Narrow (16 ch) at full resolution: that level
-        # dominates the cost (0.7 GFLOP per 64x64 frame for encode + decode).
-        "tiny": lambda: AutoencoderConfig(downsample_factor=4, base_channels=16, ch_mult=(1, 2, 4),
-                                          num_res_blocks=1, norm_groups=8, head_dim=64),
-        # 21 M params; 256x256 -> 32x32x4
-        "base": lambda: AutoencoderConfig(downsample_factor=8, base_channels=64, ch_mult=(1, 2, 4, 4),
-                                          num_res_blocks=2, norm_groups=32, head_dim=64),
-    },
-    "content": {
-        # 1.5 M params over 16x16x4 latents
-        "tiny": lambda: ContentUNetConfig(model_channels=32, ch_mult=(1, 2, 2), num_res_blocks=1,
-                                          attn_levels=(1, 2), head_dim=32, norm_groups=8),
-        # 105 M params over 32x32x4 latents
-        "base": lambda: ContentUNetConfig(model_channels=128, ch_mult=(1, 2, 3, 4), num_res_blocks=2,
-                                          attn_levels=(1, 2, 3), head_dim=64, norm_groups=32),
-    },
-    "motion": {
-        # 2.4 M params over windows of 16x16x4 latent frames
-        "tiny": lambda: MotionUNetConfig(model_channels=32, ch_mult=(1, 2, 2), num_res_blocks=2,
-                                         attn_levels=(1, 2), temporal_levels=(0, 1, 2), head_dim=32,
-                                         norm_groups=8),
-        # 118 M params over windows of 32x32x4 latent frames
-        "base": lambda: MotionUNetConfig(model_channels=128, ch_mult=(1, 2, 3, 4), num_res_blocks=2,
-                                         attn_levels=(1, 2, 3), temporal_levels=(0, 1, 2, 3), head_dim=64,
-                                         norm_groups=32),
-    },
+AUTOENCODER: dict[str, Callable[[], AutoencoderConfig]] = {
+    # 0.68 M params; 64x64 -> 16x16x4. Narrow (16 ch) at full resolution: that level
+    # dominates the cost (0.7 GFLOP per 64x64 frame for encode + decode).
+    "tiny": lambda: AutoencoderConfig(downsample_factor=4, base_channels=16, ch_mult=(1, 2, 4),
+                                      num_res_blocks=1, norm_groups=8, head_dim=64),
+    # 21 M params; 256x256 -> 32x32x4
+    "base": lambda: AutoencoderConfig(downsample_factor=8, base_channels=64, ch_mult=(1, 2, 4, 4),
+                                      num_res_blocks=2, norm_groups=32, head_dim=64),
+}
+CONTENT: dict[str, Callable[[], ContentUNetConfig]] = {
+    # 1.5 M params over 16x16x4 latents
+    "tiny": lambda: ContentUNetConfig(model_channels=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                                      attn_levels=(1, 2), head_dim=32, norm_groups=8),
+    # 105 M params over 32x32x4 latents
+    "base": lambda: ContentUNetConfig(model_channels=128, ch_mult=(1, 2, 3, 4), num_res_blocks=2,
+                                      attn_levels=(1, 2, 3), head_dim=64, norm_groups=32),
+}
+MOTION: dict[str, Callable[[], MotionUNetConfig]] = {
+    # 2.4 M params over windows of 16x16x4 latent frames
+    "tiny": lambda: MotionUNetConfig(model_channels=32, ch_mult=(1, 2, 2), num_res_blocks=2,
+                                     attn_levels=(1, 2), temporal_levels=(0, 1, 2), head_dim=32,
+                                     norm_groups=8),
+    # 118 M params over windows of 32x32x4 latent frames
+    "base": lambda: MotionUNetConfig(model_channels=128, ch_mult=(1, 2, 3, 4), num_res_blocks=2,
+                                     attn_levels=(1, 2, 3), temporal_levels=(0, 1, 2, 3), head_dim=64,
+                                     norm_groups=32),
 }
 
 
 def preset_names(kind: str) -> list[str]:
-    _check_kind(kind)
-    return sorted(_PRESETS[kind])
+    return sorted(_table(kind))
 
 
 def get_preset(kind: str, name: str):
-    """A new config for preset `name` of model `kind`, with config.preset = name."""
-    _check_kind(kind)
-    if name not in _PRESETS[kind]:
-        raise ConfigError(f"unknown {kind} preset {name!r}; known: {sorted(_PRESETS[kind])}")
-    cfg = _PRESETS[kind][name]()
+    """A new config for preset `name` of stage `kind` (e.g. "motion"), with config.preset = name."""
+    table = _table(kind)
+    if name not in table:
+        raise ConfigError(f"unknown {kind} preset {name!r}; known: {sorted(table)}")
+    cfg = table[name]()
     cfg.preset = name
     return cfg
 
 
-def _check_kind(kind: str) -> None:
-    if kind not in _PRESETS:
-        raise ConfigError(f"unknown model kind {kind!r}; known: {sorted(_PRESETS)}")
+def _table(kind: str) -> dict:
+    if kind not in stages.names():
+        raise ConfigError(f"unknown model kind {kind!r}; known: {sorted(stages.names())}")
+    return stages.get(kind).preset_table()
 
 
-__all__ = ["get_preset", "preset_names"]
+__all__ = ["AUTOENCODER", "CONTENT", "MOTION", "get_preset", "preset_names"]

@@ -1,11 +1,12 @@
-"""Loading any vidm model folder (`load_pretrained`), the registry of model kinds
-(`MODEL_CLASSES`) and the autoencoder's latent fingerprint; save_pretrained / from_pretrained
-themselves are `PretrainedMixin`'s (vidm/models/mixin.py, re-exported here).
+"""Loading any vidm model folder (`load_pretrained`) and the autoencoder's latent fingerprint;
+save_pretrained / from_pretrained themselves are `PretrainedMixin`'s (vidm/models/mixin.py,
+re-exported here).
 
-A model folder holds `config.json` = {"kind": <"autoencoder"|"content"|"motion">, "config": {...}}
-and `model.safetensors`; the model is rebuilt from its own config, never unpickled. This module
-imports the model classes' own modules (never the `vidm.models` package namespace), and they do
-not import it: no import circle (tests/test_structure.py).
+A model folder holds `config.json` = {"kind": <a model kind of vidm.stages>, "config": {...}}
+and `model.safetensors`; the model is rebuilt from its own config, never unpickled. The class
+for a kind comes from the stage registry (vidm.stages, which imports it by name on first use).
+This module imports modules, never the `vidm.models` package namespace: no import circle
+(tests/test_structure.py).
 """
 
 from __future__ import annotations
@@ -15,14 +16,10 @@ from pathlib import Path
 
 import torch
 
+from vidm import stages
 from vidm.errors import CheckpointError
-from vidm.models.autoencoder import AutoencoderKL
 from vidm.models.mixin import PretrainedMixin
-from vidm.models.unet2d import ContentUNet
-from vidm.models.unet3d import MotionUNet
 from vidm.serialization import CONFIG_NAME, read_json
-
-MODEL_CLASSES = {"autoencoder": AutoencoderKL, "content": ContentUNet, "motion": MotionUNet}
 
 
 def latent_fingerprint(autoencoder) -> str:
@@ -53,10 +50,10 @@ def load_pretrained(src: str | os.PathLike):
         raise CheckpointError(f"{path}: missing (not a vidm model folder)")
     meta = read_json(path)
     kind = meta.get("kind") if isinstance(meta, dict) else None
-    if kind not in MODEL_CLASSES:
+    if kind not in stages.kinds():
         raise CheckpointError(f"{Path(src) / CONFIG_NAME}: unknown model kind {kind!r}; "
-                              f"expected one of {sorted(MODEL_CLASSES)}")
-    return MODEL_CLASSES[kind].from_pretrained(src)
+                              f"expected one of {sorted(stages.kinds())}")
+    return stages.for_kind(kind).model_class().from_pretrained(src)
 
 
-__all__ = ["PretrainedMixin", "MODEL_CLASSES", "load_pretrained", "latent_fingerprint"]
+__all__ = ["PretrainedMixin", "load_pretrained", "latent_fingerprint"]

@@ -1,4 +1,4 @@
-"""Pipelines: generate, interpolate, upsample and predict videos with the three models."""
+"""Pipelines: generate, interpolate, upsample and predict videos with the stages' models (vidm.stages)."""
 
 from vidm.pipeline.config import PipelineConfig
 from vidm.pipeline.options import SamplingOptions

@@ -1,4 +1,4 @@
-"""The pipeline folder's own settings (`pipeline.json`): how the three models work together."""
+"""The pipeline folder's own settings (`pipeline.json`): how its models work together."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from vidm.serialization import read_json
 
 PIPELINE_NAME = "pipeline.json"
 FORMAT = "vidm-pipeline-1"
-STAGES = ("autoencoder", "content", "motion")
 INFILL_INITS = ("splat", "noise")
 MAX_SIZE = 8192
 MAX_WINDOW = 64  # frames per motion window; longer windows are not what any model was trained on

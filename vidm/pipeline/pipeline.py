@@ -1,4 +1,5 @@
-"""`VideoPipeline`: autoencoder + content model + motion model, and what users do with them.
+"""`VideoPipeline`: autoencoder + content model + motion model (+ optional stages, vidm.stages),
+and what users do with them.
 
     pipe = VideoPipeline.from_pretrained("runs/pipeline")          # or None: the bundled model
     videos = pipe.generate(num_frames=32, num_videos=2, seed=0)     # uint8 (2, 32, H, W, 3)
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidm import stages as registry
 from vidm.diffusion import Denoiser, get_sigmas_karras, sampling
 from vidm.diffusion.splat import brackets, splat_inbetweens, splat_window_mean
 from vidm.bundled import DEFAULT_MODEL, PRETRAINED_ROOT
@@ -31,7 +33,7 @@ from vidm.errors import CheckpointError, ConfigError, NumericalError, ShapeError
 from vidm.models import AutoencoderKL, ContentUNet, MotionUNet, autocast_dtype
 from vidm.models.autoencoder import decode_frames, encode_frames
 from vidm.pipeline import plan
-from vidm.pipeline.config import STAGES, PipelineConfig
+from vidm.pipeline.config import PipelineConfig
 from vidm.pipeline.options import SamplingOptions
 from vidm.pipeline.refdecode import decode_with_references
 from vidm.serialization import atomic_write_dir
@@ -80,10 +82,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class VideoPipeline:
-    """Holds the three models and samples videos from them (see the module docstring)."""
+    """Holds one model per stage (vidm.stages: the required autoencoder, content and motion, and
+    optional ones in `stages`, {name: model}) and samples videos from them (see the module
+    docstring). `pipe.stages` maps every stage present to its model, in registry order."""
 
     def __init__(self, autoencoder: AutoencoderKL, content: ContentUNet, motion: MotionUNet,
-                 config: PipelineConfig | None = None, device=None, dtype: str = "auto"):
+                 config: PipelineConfig | None = None, device=None, dtype: str = "auto",
+                 stages: dict[str, torch.nn.Module] | None = None):
         self.config = config or PipelineConfig()
         self.device = resolve_device(device)
         if dtype == "auto":
@@ -92,43 +97,66 @@ class VideoPipeline:
             self.autocast_dtype = DTYPES[dtype]
         else:
             raise ConfigError(f"unknown dtype {dtype!r}; use auto, fp32, bf16 or fp16")
-        self.autoencoder = autoencoder.to(self.device).eval()
-        self.content = content.to(self.device).eval()
-        self.motion = motion.to(self.device).eval()
+        models = _stage_models({"autoencoder": autoencoder, "content": content, "motion": motion, **(stages or {})})
+        self.stages = {name: m.to(self.device).eval() for name, m in models.items()}
         self._check_compatible()
         self.content_denoiser = Denoiser(self.content, self.config.sigma_data)
         self.motion_denoiser = Denoiser(self.motion, self.config.sigma_data)
+
+    @property
+    def autoencoder(self) -> AutoencoderKL:
+        return self.stages["autoencoder"]
+
+    @property
+    def content(self) -> ContentUNet:
+        return self.stages["content"]
+
+    @property
+    def motion(self) -> MotionUNet:
+        return self.stages["motion"]
+
+    def has_stage(self, name: str) -> bool:
+        return name in self.stages
 
     # ------------------------------------------------------------------ loading and saving
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, device=None, dtype: str = "auto"):
-        """Load a pipeline folder (`pipeline.json` + autoencoder/, content/, motion/)."""
+        """Load a pipeline folder: `pipeline.json` + one subfolder per stage (autoencoder/,
+        content/, motion/ always; the optional stages of vidm.stages where present)."""
         path = resolve_model(path)
         if not path.is_dir():
             hint = " (the bundled model is missing from this install; pass --model DIR)" if \
                 path == default_model_dir() else f" (bundled models: {', '.join(bundled_models()) or 'none'})"
             raise CheckpointError(f"{path}: model folder not found{hint}")
         config = PipelineConfig.load(path)
-        for stage in STAGES:
+        for stage in registry.names(required=True):
             if not (path / stage).is_dir():
                 raise CheckpointError(f"{path}: missing the {stage} stage ({path / stage}/)")
-        return cls(AutoencoderKL.from_pretrained(path / "autoencoder"), ContentUNet.from_pretrained(path / "content"),
-                   MotionUNet.from_pretrained(path / "motion"), config, device=device, dtype=dtype)
+        # A folder of a stage this vidm does not know (e.g. packed by a newer one) is refused:
+        # sampling without it would silently differ from what the folder was packed for.
+        unknown = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
+                         and p.name not in registry.names())
+        if unknown:
+            raise CheckpointError(f"{path}: unknown stage folder {unknown[0]}/ (stages: "
+                                  f"{', '.join(registry.names())}); remove it or use a vidm that knows it")
+        models = {s.name: s.model_class().from_pretrained(path / s.name) for s in registry.all_stages()
+                  if (path / s.name).is_dir()}
+        required = {name: models.pop(name) for name in registry.names(required=True)}  # the constructor's own
+        return cls(**required, config=config, device=device, dtype=dtype, stages=models)
 
     def save_pretrained(self, path: str | os.PathLike, weights_dtype: torch.dtype | None = torch.float16) -> Path:
         """Write the pipeline folder atomically (fp16 weights by default: half the size)."""
         def write(tmp: Path) -> None:
             self.config.save(tmp)
-            self.autoencoder.save_pretrained(tmp / "autoencoder", dtype=weights_dtype)
-            self.content.save_pretrained(tmp / "content", dtype=weights_dtype)
-            self.motion.save_pretrained(tmp / "motion", dtype=weights_dtype)
+            for name, model in self.stages.items():
+                model.save_pretrained(tmp / name, dtype=weights_dtype)
         return atomic_write_dir(path, write)
 
     def _check_compatible(self) -> None:
         c = self.autoencoder.config.latent_channels
-        for name, m in (("content", self.content), ("motion", self.motion)):
-            if m.config.in_channels != c:
+        for name, m in self.stages.items():
+            if registry.get(name).latent and m.config.in_channels != c:
                 raise CheckpointError(f"the {name} model takes {m.config.in_channels} latent channels, "
                                       f"the autoencoder makes {c}")
         f = self.autoencoder.config.downsample_factor
@@ -489,6 +517,16 @@ class VideoPipeline:
         made = decode_with_references(self.autoencoder, z, given, sigma, self._autocast)
         x = torch.stack([given[t] if t in given else made[t] for t in range(T)], 1)  # (B, T, 3, H, W)
         return _to_uint8(x).permute(0, 1, 3, 4, 2).numpy()
+
+
+def _stage_models(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+    """{stage name: model} in registry order, or a ConfigError for an unknown stage or a model
+    of another class than its stage's."""
+    for name, model in models.items():
+        cls = registry.get(name).model_class()
+        if not isinstance(model, cls):
+            raise ConfigError(f"the {name} stage takes a {cls.__name__}, got {type(model).__name__}")
+    return {name: models[name] for name in registry.names() if name in models}
 
 
 def _merge(options: SamplingOptions | None, **given) -> SamplingOptions:
