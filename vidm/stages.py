@@ -84,10 +84,7 @@ def names(required: bool | None = None) -> tuple[str, ...]:
 
 
 def get(name: str) -> StageSpec:
-    for s in STAGES:
-        if s.name == name:
-            return s
-    raise ConfigError(f"unknown stage {name!r}; known: {', '.join(names())}")
+    return _first("name", name, "stage", ", ".join(names()))
 
 
 def kinds() -> tuple[str, ...]:
@@ -97,15 +94,19 @@ def kinds() -> tuple[str, ...]:
 
 def for_kind(kind: str) -> StageSpec:
     """The first stage whose models are of `kind` (its class builds every model of that kind)."""
-    for s in STAGES:
-        if s.kind == kind:
-            return s
-    raise ConfigError(f"unknown model kind {kind!r}; known: {sorted(kinds())}")
+    return _first("kind", kind, "model kind", sorted(kinds()))
 
 
 def trainable() -> tuple[str, ...]:
     """Names of the stages `vidm train` can train."""
     return tuple(s.name for s in STAGES if s.trainer)
+
+
+def _first(field: str, value: str, what: str, known) -> StageSpec:
+    for s in STAGES:
+        if getattr(s, field) == value:
+            return s
+    raise ConfigError(f"unknown {what} {value!r}; known: {known}")
 
 
 def _load(path: str):
