@@ -162,6 +162,17 @@ def test_resume_after_kill_during_checkpoint_write_is_exact(setup):
     MotionUNet.from_pretrained(runs / "straight" / "model")  # the exported EMA model loads
 
 
+def test_resume_at_the_last_step_from_another_run_exports_its_model(setup):
+    """Was: 'done; EMA model in RUN/model' with no RUN/model (nothing left to train, so no save)."""
+    runs = setup / "runs"
+    if not (runs / "straight" / "checkpoints" / "step-0000020").is_dir():
+        pytest.skip("needs the run of the resume test")
+    ckpt = runs / "straight" / "checkpoints" / "step-0000020"
+    assert in_process(setup, "export20", "--resume", str(ckpt), "run.steps=20") == 0
+    assert max_diff(runs / "straight" / "model" / "model.safetensors",
+                    runs / "export20" / "model" / "model.safetensors") == 0
+
+
 def test_tensorboard_holds_scalars_and_images(setup):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

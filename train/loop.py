@@ -338,6 +338,7 @@ class _Run:
     start_step: int
     step: int  # optimizer steps taken so far
     last_saved: int | None  # the step of the last checkpoint this process wrote or resumed from
+    exported: int | None = None  # the step whose EMA model this process last wrote to RUN/model
     module: Any  # stage.wrap(net), prepared (DDP)
     optimizer: Any
     scheduler: Any
@@ -525,6 +526,8 @@ def _loop(run: _Run) -> int:
                 return 0
         if run.last_saved != run.step:
             _save(run)
+        elif run.exported != run.step:  # resumed at the last step: RUN/model may be another step's, or absent
+            _export(run)
     finally:
         _close(run)
     if run.is_main:
@@ -717,12 +720,18 @@ def _save(run: _Run) -> Path:
     step = run.step
     path = ckpt_lib.save_checkpoint(run.accelerator, run.run_dir, step, _train_state(run, step),
                                     run.cfg.run.keep_checkpoints)
+    _export(run)
+    run.last_saved = step
+    return path
+
+
+def _export(run: _Run) -> None:
+    """Collective: (main process) the EMA model of the current step to RUN/model."""
     if run.is_main:
         run.stage.before_export(run.ema.model)
         run.ema.model.save_pretrained(run.run_dir / "model", training=run.stage.training_record())
     run.accelerator.wait_for_everyone()
-    run.last_saved = step
-    return path
+    run.exported = run.step
 
 
 def _last_checkpoint(run: _Run) -> str:
