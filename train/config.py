@@ -164,6 +164,31 @@ class MotionTrainConfig(_StageConfig):
     mask: MaskConfig = field(default_factory=MaskConfig)
 
 
+@dataclass
+class BackwardConditionConfig:
+    """Conditioning of the backward fine-tune (train/backward.py): prediction from the first
+    frames. The first `known_frames` frames of the reversed window (the original last ones) are
+    given to the backward model; the forward model, whose maps it is fed, gets the first
+    `known_frames` of the same window in forward order. With the dropout probabilities both
+    models drop their known frames (they become noisy frames in the loss) or the anchor, so
+    guidance on the input frames keeps working."""
+
+    known_frames: int = 1
+    p_drop_known: float = 0.1
+    p_drop_anchor: float = 0.1
+
+
+@dataclass
+class BackwardTrainConfig(_StageConfig):
+    """The backward-motion fine-tune (Generative Inbetweening). `run.init_from` (the forward
+    motion model) is required; the model is a copy of it, so the `model` section only names
+    its preset (checked against the forward model's)."""
+
+    stage: Literal["backward"] = "backward"
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    condition: BackwardConditionConfig = field(default_factory=BackwardConditionConfig)
+
+
 def stage_configs() -> dict[str, type]:
     """{stage name: its training config class} for every trainable stage of the registry
     (vidm.stages). A function, not a table built here: the registry names these classes by

@@ -38,6 +38,7 @@ class Stage:
     """What a training stage provides. `setup` raises VidmError on bad input (before training)."""
 
     name = "stage"
+    kind = ""  # the model kind of `net` (config.json "kind", what run.init_from must hold); "" = name
     config_cls: type = object
     # DDP must be told when some parameters can go unused in a step (costs a graph traversal).
     find_unused_parameters = False
@@ -410,7 +411,7 @@ def _setup_stage(run: _Run, stage_cls, resume: str | None) -> None:
     run.net, run.model_config = stage.net, stage.model_config()
     _find_resume_point(run, resume)
     if cfg.run.init_from and run.resume_from is None:
-        _init_from(stage.net, cfg.run.init_from, stage.name, run.model_config, src, cfg.run.init_skip)
+        _init_from(stage.net, cfg.run.init_from, stage.kind or stage.name, run.model_config, src, cfg.run.init_skip)
         if run.is_main:
             print(f"train.{stage.name}: weights from {cfg.run.init_from}", file=sys.stderr)
     if run.is_main:

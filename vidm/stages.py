@@ -70,6 +70,13 @@ STAGES: tuple[StageSpec, ...] = (
               "vidm.models.presets:MOTION", "motion model",
               trainer="vidm.train.motion", train_config="vidm.train.config:MotionTrainConfig",
               settings=("sigma_data", "size", "window", "max_span")),
+    # Generative Inbetweening's backward-motion model: a copy of the motion model fine-tuned on
+    # time-reversed clips (train/backward.py); used by interpolate(strategy="bidirectional").
+    StageSpec("backward", "vidm.models.unet3d:MotionUNet", "vidm.models.configs:MotionUNetConfig",
+              "vidm.models.presets:MOTION", "backward-motion model (time-reversed fine-tune of the motion model)",
+              kind="motion", required=False,
+              trainer="vidm.train.backward", train_config="vidm.train.config:BackwardTrainConfig",
+              settings=("sigma_data", "size", "window", "max_span")),
 )
 
 

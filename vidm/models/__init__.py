@@ -17,6 +17,7 @@ from vidm.models.configs import AutoencoderConfig, ContentUNetConfig, MotionUNet
 from vidm.models.precision import autocast_dtype, cpu_has_fast_bf16
 from vidm.models.presets import get_preset, preset_names
 from vidm.models.pretrained import load_pretrained
+from vidm.models.temporal_maps import TemporalMaps
 from vidm.models.unet2d import ContentUNet
 from vidm.models.unet3d import MotionUNet
 
@@ -40,7 +41,7 @@ def build_model(kind: str, config="tiny"):
 __all__ = [
     "AutoencoderKL", "DiagonalGaussian", "encode_frames", "decode_frames", "encode_video", "decode_video",
     "measure_latent_scale", "PatchDiscriminator", "autoencoder_loss", "discriminator_loss",
-    "ResBlock", "SpatialAttention", "TemporalAttention", "SpaceTimeAttention",
+    "ResBlock", "SpatialAttention", "TemporalAttention", "SpaceTimeAttention", "TemporalMaps",
     "AutoencoderConfig", "ContentUNetConfig", "MotionUNetConfig",
     "ContentUNet", "MotionUNet", "build_model", "get_preset", "preset_names",
     "load_pretrained", "autocast_dtype", "cpu_has_fast_bf16",

@@ -21,6 +21,7 @@ from vidm.errors import ConfigError, ShapeError
 from vidm.models.configs import MODULATIONS, SUPPORTED_HEAD_DIMS
 from vidm.models.embeddings import FrameTimeEncoding, sinusoidal, zero_module
 from vidm.models.positional import PositionalModulation
+from vidm.models.temporal_maps import TemporalMaps, apply_maps, attention_maps
 
 
 class GroupNorm(nn.Module):
@@ -140,9 +141,10 @@ class SpatialAttention(nn.Module):
         return x + rearrange(out, "n (h w) c -> n c h w", h=H, w=W)
 
 
-# processor(module, q, k, v) -> out, all (B*h*w, heads, T, d): lets a caller capture or replace
-# temporal attention maps (e.g. dual-directional sampling feeds one model's maps, flipped, to
-# another) without editing this file. None = kernels.attention.
+# processor(module, q, k, v) -> out, all (B*h*w, heads, T, d): lets a caller replace a temporal
+# attention layer's attention without editing this file. None = kernels.attention. To record a
+# model's maps or feed it given ones (dual-directional sampling, the backward fine-tune), pass
+# a `TemporalMaps` to the model's forward instead (vidm.models.temporal_maps).
 AttentionProcessor = Callable[["TemporalAttention", torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -153,6 +155,12 @@ class TemporalAttention(nn.Module):
     real-valued time (B, T) added before the projections, so the block sees frame spacing and is
     equivariant to permuting frames together with their times. q/k/v/out are separate layers so
     a fine-tune can train only some of them (e.g. to_v and to_out).
+
+    forward(x, times, maps=None): without `maps` the fused kernel (or `processor`) runs. With a
+    `vidm.models.temporal_maps.TemporalMaps` the layer records its explicit maps
+    (B*h*w, heads, T, T) under `map_key` ("record") or uses the given ones instead of
+    softmax(q k^T) ("replace"; its own to_v and to_out applied). `map_key` is the layer's name
+    in the UNet body, set when the body is built.
     """
 
     def __init__(self, channels: int, head_dim: int, num_groups: int, max_period: float = 10000.0):
@@ -165,17 +173,38 @@ class TemporalAttention(nn.Module):
         self.to_v = nn.Linear(channels, channels)
         self.to_out = zero_module(nn.Linear(channels, channels))
         self.processor: AttentionProcessor | None = None
+        self.map_key = ""  # name in the UNet body (UNetBody sets it): the key of its TemporalMaps entry
 
-    def forward(self, x: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, times: torch.Tensor, maps: TemporalMaps | None = None) -> torch.Tensor:
+        # x (B*T, C, H, W), times (B, T) -> (B*T, C, H, W)
         B, T, H, W = _video_dims(x, times, "TemporalAttention")
         tokens = rearrange(self.norm(x), "(b t) c h w -> b (h w) t c", b=B, t=T)
         tokens = tokens + self.time_enc(times).to(tokens.dtype)[:, None]  # (B, 1, T, C) broadcast over h*w
-        q, k, v = (rearrange(proj(tokens), "b l t (heads d) -> (b l) heads t d", heads=self.heads)
-                   for proj in (self.to_q, self.to_k, self.to_v))
-        out = (self.processor(self, q, k, v) if self.processor is not None
-               else kernels.attention(q, k, v))  # (B*h*w, heads, T, d)
+        if maps is None:
+            q, k, v = (rearrange(proj(tokens), "b l t (heads d) -> (b l) heads t d", heads=self.heads)
+                       for proj in (self.to_q, self.to_k, self.to_v))
+            out = (self.processor(self, q, k, v) if self.processor is not None
+                   else kernels.attention(q, k, v))  # (B*h*w, heads, T, d)
+        else:
+            out = self._with_maps(tokens, maps)
         out = self.to_out(rearrange(out, "(b l) heads t d -> b l t (heads d)", b=B))
         return x + rearrange(out, "b (h w) t c -> (b t) c h w", h=H, w=W)
+
+    def _with_maps(self, tokens: torch.Tensor, maps: TemporalMaps) -> torch.Tensor:
+        """Attention through explicit maps: tokens (B, h*w, T, C) -> (B*h*w, heads, T, d)."""
+        if self.processor is not None:
+            raise ConfigError(f"TemporalAttention {self.map_key!r}: a processor and TemporalMaps cannot both "
+                              f"replace the attention")
+        heads = self.heads
+        v = rearrange(self.to_v(tokens), "b l t (heads d) -> (b l) heads t d", heads=heads)
+        N, T = v.shape[0], v.shape[2]
+        if maps.mode == "replace":
+            return apply_maps(maps.lookup(self.map_key, (N, heads, T, T)), v)
+        q, k = (rearrange(proj(tokens), "b l t (heads d) -> (b l) heads t d", heads=heads)
+                for proj in (self.to_q, self.to_k))
+        p = attention_maps(q, k)  # (B*h*w, heads, T, T) float32
+        maps.store(self.map_key, p)
+        return apply_maps(p, v)
 
 
 class SpaceTimeAttention(nn.Module):

@@ -31,8 +31,24 @@ def latent_fingerprint(autoencoder) -> str:
 
     h = hashlib.sha256()
     h.update(repr(float(autoencoder.config.latent_scale)).encode())
-    for name, t in sorted(autoencoder.state_dict().items()):
-        if not name.startswith("encoder."):
+    _hash_weights(h, autoencoder, "encoder.")
+    return h.hexdigest()[:16]
+
+
+def weights_fingerprint(model) -> str:
+    """A short hash of all of a model's weights (rounded to float16, as `latent_fingerprint`):
+    the same for a run's model folder and its fp16 copy in a pipeline folder. The backward-motion
+    fine-tune records its forward model's, which must be the one its maps come from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    _hash_weights(h, model, "")
+    return h.hexdigest()[:16]
+
+
+def _hash_weights(h, model, prefix: str) -> None:
+    for name, t in sorted(model.state_dict().items()):
+        if not name.startswith(prefix):
             continue
         t = t.detach().cpu()
         if t.is_floating_point():  # -0.0 -> 0.0: an EMA of a frozen weight can flip the sign of a zero
@@ -40,7 +56,6 @@ def latent_fingerprint(autoencoder) -> str:
         h.update(name.encode())
         h.update(repr(tuple(t.shape)).encode())
         h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def load_pretrained(src: str | os.PathLike):
@@ -56,4 +71,4 @@ def load_pretrained(src: str | os.PathLike):
     return stages.for_kind(kind).model_class().from_pretrained(src)
 
 
-__all__ = ["PretrainedMixin", "load_pretrained", "latent_fingerprint"]
+__all__ = ["PretrainedMixin", "load_pretrained", "latent_fingerprint", "weights_fingerprint"]

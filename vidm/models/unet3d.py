@@ -24,16 +24,20 @@ from vidm.models.configs import MotionUNetConfig
 from vidm.models.embeddings import NoiseEmbedding
 from vidm.models.positional import frame_coordinates
 from vidm.models.mixin import PretrainedMixin
+from vidm.models.temporal_maps import TemporalMaps
 from vidm.models.unet_body import UNetBody, check_channels, check_spatial
 
 
 class MotionUNet(PretrainedMixin, nn.Module):
-    """forward(x, c_noise, known, times, anchor=None, anchor_mask=None) -> (B, T, C, h, w).
+    """forward(x, c_noise, known, times, anchor=None, anchor_mask=None, temporal_maps=None)
+    -> (B, T, C, h, w).
 
     x (B, T, C, h, w); c_noise (B, T) (or (B,) for one level for all frames); known (B, T) bool;
     times (B, T) float frame positions (any spacing; use frame units with the anchor at 0);
     anchor (B, C, h, w) or None; anchor_mask (B,) bool, False = anchor dropped for that sample.
-    Works for any T >= 1.
+    temporal_maps: a `vidm.models.temporal_maps.TemporalMaps` to record every temporal attention
+    layer's maps (B*h'*w', heads, T, T) at its own resolution h' x w', or to run the layers on
+    given ones; None (the default) = the fused attention kernel. Works for any T >= 1.
     """
 
     config_class = MotionUNetConfig
@@ -51,7 +55,8 @@ class MotionUNet(PretrainedMixin, nn.Module):
                              time_max_period=config.time_max_period, spacetime_levels=config.spacetime_levels)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, known: torch.Tensor, times: torch.Tensor,
-                anchor: torch.Tensor | None = None, anchor_mask: torch.Tensor | None = None) -> torch.Tensor:
+                anchor: torch.Tensor | None = None, anchor_mask: torch.Tensor | None = None,
+                temporal_maps: TemporalMaps | None = None) -> torch.Tensor:
         cfg = self.config
         if x.ndim != 5:
             raise ShapeError(f"MotionUNet: x must be (B, T, C, h, w), got shape {tuple(x.shape)}")
@@ -94,7 +99,7 @@ class MotionUNet(PretrainedMixin, nn.Module):
             emb = frame_coordinates(c_noise, times)
         else:
             emb = self.noise_embed(c_noise.reshape(-1)) + self.known_embed(known.reshape(-1).long())  # (B*T, E)
-        out = self.body(rearrange(inp, "b t c h w -> (b t) c h w"), emb, times)
+        out = self.body(rearrange(inp, "b t c h w -> (b t) c h w"), emb, times, temporal_maps)
         return rearrange(out, "(b t) c h w -> b t c h w", b=B)
 
 

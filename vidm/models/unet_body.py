@@ -19,18 +19,20 @@ from vidm.models.blocks import (Downsample, GroupNorm, ResBlock, SpaceTimeAttent
                                TemporalAttention, Upsample)
 from vidm.models.configs import UNetConfig
 from vidm.models.embeddings import zero_module
+from vidm.models.temporal_maps import TemporalMaps
 
 
 class Stage(nn.ModuleList):
     """A sequence of blocks that each take what they need: ResBlock (h, emb), TemporalAttention
-    (h, times), the rest (h)."""
+    (h, times, maps), the rest (h)."""
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor, times: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, times: torch.Tensor | None,
+                maps: TemporalMaps | None = None) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 h = layer(h, emb)
             elif isinstance(layer, TemporalAttention):
-                h = layer(h, times)
+                h = layer(h, times, maps)
             else:
                 h = layer(h)
         return h
@@ -106,6 +108,9 @@ class UNetBody(nn.Module):
 
         self.norm_out = GroupNorm(cur, G, act="silu")
         self.conv_out = zero_module(nn.Conv2d(cur, out_channels, 3, padding=1))
+        for name, m in self.named_modules():  # the keys of their TemporalMaps entries
+            if isinstance(m, TemporalAttention):
+                m.map_key = name
 
     def _run(self, module: nn.Module, *args):
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
@@ -115,17 +120,20 @@ class UNetBody(nn.Module):
     def _spacetime(self, key: str, h, times):
         return self._run(self.spacetime[key], h, times) if key in self.spacetime else h
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, times: torch.Tensor | None = None,
+                maps: TemporalMaps | None = None) -> torch.Tensor:
         # x (N, C_in, H, W), emb (N, E) or, positional, (N, 2); times (B, T) with N = B*T
-        # (temporal bodies only)
+        # (temporal bodies only); maps: what the temporal attention layers do with their maps
+        # (vidm.models.temporal_maps; None = the fused kernel)
         h = self.conv_in(x)
         hs = [h]
         for i, stage in enumerate(self.down):
-            h = self._spacetime(f"down{i}", self._run(stage, h, emb, times), times)
+            h = self._spacetime(f"down{i}", self._run(stage, h, emb, times, maps), times)
             hs.append(h)
-        h = self._run(self.mid, h, emb, times)
+        h = self._run(self.mid, h, emb, times, maps)
         for i, stage in enumerate(self.up):
-            h = self._spacetime(f"up{i}", self._run(stage, torch.cat([h, hs.pop()], dim=1), emb, times), times)
+            h = self._spacetime(f"up{i}", self._run(stage, torch.cat([h, hs.pop()], dim=1), emb, times, maps),
+                                times)
         return self.conv_out(self.norm_out(h))
 
 
