@@ -38,6 +38,7 @@ def bundled_samples():
 
 def test_every_stage_names_matching_classes():
     assert stages.names(required=True) == ("autoencoder", "content", "motion")
+    assert len(set(stages.names())) == len(stages.names())  # a name is a folder and a flag: once each
     for spec in stages.all_stages():
         cls, config_cls = spec.model_class(), spec.config_class()
         assert cls.config_class is config_cls and config_cls.kind == spec.kind

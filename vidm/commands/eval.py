@@ -14,11 +14,13 @@ from pathlib import Path
 
 from vidm import args as argtypes
 from vidm.bundled import MODEL_HELP
-from vidm.commands.sample import add_infill_args, load_pipeline
+from vidm.commands.sample import add_infill_args, add_strategy_args, load_pipeline
 from vidm.errors import ConfigError
 from vidm.outputs import OutputPlan, add_overwrite_arg
 
 DEFAULT_METHODS = "model,crossfade,flow"
+# vidm.eval.interpolate_eval.MODEL_METHODS, here so `vidm --help` imports no torch
+MODEL_METHODS = ("model", "model-bidirectional", "model-time-reversal")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -63,7 +65,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--clips", type=int, default=50, help="number of clips (default 50)")
     q.add_argument("--samples", type=int, default=1, help="model samples per clip (default 1)")
     q.add_argument("--methods", default=DEFAULT_METHODS,
-                   help=f"comma-separated: model; splat (the model's splat start alone, no diffusion "
+                   help=f"comma-separated: model (the pipeline, infill: conditioned on both end frames); "
+                        f"model-bidirectional (forward and backward-motion passes fused, needs a backward stage); "
+                        f"model-time-reversal (the same fusion with the motion model both ways); splat (the "
+                        f"model's splat start alone, no diffusion "
                         f"step); oracle (the true in-betweens' latents decoded: the decoder's share of "
                         f"the error); refs (a reference decoder from the end frames alone); and/or the "
                         f"baselines crossfade, flow (default {DEFAULT_METHODS})")
@@ -74,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "at each and report them side by side")
     q.add_argument("--examples", type=int, default=2, help="example strips in report.png (default 2)")
     add_infill_args(q)
+    add_strategy_args(q, strategy=False)
     _add_model_args(q)
     q.set_defaults(func=run_interpolate)
 
@@ -120,7 +126,7 @@ def _parse_methods(text: str) -> list[str]:
     names = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     from vidm.eval.interpolate_eval import PIPELINE_METHODS
 
-    known = ["model", *PIPELINE_METHODS, *BASELINES]
+    known = [*MODEL_METHODS, *PIPELINE_METHODS, *BASELINES]
     bad = [m for m in names if m not in known]
     if bad or not names:
         raise ConfigError(f"--methods {text!r}: unknown {', '.join(bad) or 'empty list'}; "
@@ -199,9 +205,14 @@ def run_interpolate(args) -> int:
         require_matplotlib()  # fail now, not after the whole run
     from vidm.eval.interpolate_eval import PIPELINE_METHODS
 
-    pipe = load_pipeline(args) if {"model", *PIPELINE_METHODS} & set(methods) else None
+    pipe = load_pipeline(args) if {*MODEL_METHODS, *PIPELINE_METHODS} & set(methods) else None
     if pipe is None and args.samples > 1:
         print("vidm: --samples has no effect without the model (the baselines are deterministic)", file=sys.stderr)
+    if pipe is not None:
+        from vidm.eval.interpolate_eval import MODEL_METHODS as STRATEGY_OF
+
+        for m in (m for m in methods if m in STRATEGY_OF):
+            pipe.check_strategy(STRATEGY_OF[m])  # e.g. model-bidirectional without a backward stage: now, not later
     per_size = {}
     examples = {}
     for size in sizes:
@@ -217,12 +228,13 @@ def run_interpolate(args) -> int:
         result = evaluate_interpolation(clips, gaps, methods, pipe=pipe, samples=args.samples, seed=args.seed,
                                         steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                                         batch_size=args.batch, warping=args.warping, examples=args.examples,
-                                        progress=not args.quiet)
+                                        progress=not args.quiet, reinject=args.reinject)
         settings = {"model": _model_name(args) if pipe is not None else None, "data": str(args.data),
                     "clips": len(clips), "clips_requested": args.clips,
                     "videos": len({c.video for c in clips}), "gaps": gaps, "methods": methods,
                     "samples": result.report["samples"],
                     **(effective_settings(pipe, args.steps, args.sampler, args.guidance) if pipe is not None else {}),
+                    **({"reinject": args.reinject} if pipe is not None else {}),
                     "seed": args.seed, "clip_seed": args.clip_seed, "batch": args.batch,
                     "device": str(pipe.device) if pipe is not None else "cpu", "dtype": _dtype_name(pipe, args),
                     "size": size or "native", "warping": args.warping, "interval": "t95"}

@@ -55,6 +55,28 @@ def add_infill_args(p: argparse.ArgumentParser) -> None:
                    help="noise level of the splat start; higher lets the model change more (default: the model's, 0.5)")
 
 
+# The names of vidm.pipeline.options.STRATEGIES, here so `vidm --help` imports no torch
+# (tests/test_strategies.py checks they agree).
+STRATEGY_CHOICES = ("infill", "bidirectional", "time-reversal")
+MAX_REINJECT = 50
+
+
+def add_strategy_args(p: argparse.ArgumentParser, strategy: bool = True) -> None:
+    """--strategy (how in-between windows are sampled) and --reinject; `vidm eval interpolate`
+    takes --reinject only (its --methods name the strategies)."""
+    g = p.add_argument_group("in-between strategy")
+    if strategy:
+        g.add_argument("--strategy", default="infill", choices=STRATEGY_CHOICES,
+                       help="infill = the motion model conditioned on both end frames; bidirectional = a forward pass "
+                            "from the start fused at every step with the backward-motion model's pass from the end "
+                            "(needs a pipeline with a backward stage); time-reversal = the same fusion with the motion "
+                            "model both ways (default infill)")
+    g.add_argument("--reinject", type=argtypes.int_at_least(0, MAX_REINJECT), default=0,
+                   help="noise re-injections per solver step over the first half of the steps: fresh noise back to "
+                        f"that step's level and the step again (0 to {MAX_REINJECT}; the paper's sampler uses 5 with "
+                        "--strategy bidirectional; default 0)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="generate videos from nothing (content model, then motion model)",
                        description="Generate videos: the content model makes the first frame, the motion model "
@@ -78,6 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=argtypes.int_at_least(2), default=None,
                    help="read at most this many frames of --video (from its start)")
     add_infill_args(p)
+    add_strategy_args(p)
     _add_common(p)
     p.set_defaults(func=run_interpolate)
 
@@ -238,9 +261,11 @@ def run_interpolate(args) -> int:
                     "use --max-frames N to read fewer frames")
         frames = read_clip(args.video, num_frames=args.max_frames, partial=True)
         pipe = load_pipeline(args)
+        pipe.check_strategy(args.strategy)
         _say_resize(pipe, *frames.shape[1:3])
         videos = pipe.interpolate_video(frames, args.factor, samples=args.samples, seed=args.seed, steps=args.steps,
-                                        sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
+                                        sampler=args.sampler, guidance=args.guidance, progress=not args.quiet,
+                                        strategy=args.strategy, reinject=args.reinject)
         fps = args.fps if args.fps is not None else (info.fps or pipe.config.fps) * args.factor
         _write(plan, paths, videos, fps, strip, [frames] + list(videos),
                ["input"] + [f"x{args.factor} s{i}" for i in range(args.samples)])
@@ -259,9 +284,11 @@ def run_interpolate(args) -> int:
         raise VideoError(f"{args.images[1]}: size {b.shape[1]}x{b.shape[0]} differs from {args.images[0]}'s "
                          f"{a.shape[1]}x{a.shape[0]}; resize them to one size first")
     pipe = load_pipeline(args)
+    pipe.check_strategy(args.strategy)
     _say_resize(pipe, *a.shape[:2])
     mids = pipe.interpolate(a, b, num_frames=args.frames, samples=args.samples, seed=args.seed, steps=args.steps,
-                            sampler=args.sampler, guidance=args.guidance, progress=not args.quiet)
+                            sampler=args.sampler, guidance=args.guidance, progress=not args.quiet,
+                            strategy=args.strategy, reinject=args.reinject)
     videos = [np.concatenate([a[None], m, b[None]]) for m in mids]
     _write(plan, paths, videos, _fps(args, pipe.config.fps), strip, videos,
            [f"sample {i}" for i in range(args.samples)])

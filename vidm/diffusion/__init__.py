@@ -19,11 +19,16 @@ Sampling (infilling / prediction with guidance on the input frames):
                           cond=dict(times=..., anchor=...))    # known frames come back bit-exact
     # = initial_state + guided_infill_denoiser + the sampler with known_frame_noise(generator, known)
     # (vidm.diffusion.sampling: the one path of the pipeline, the previews and the evaluations)
+    video = sample_window_dual(denoiser, backward_denoiser, x_known, known, sigmas, "heun", generator,
+                               guidance=w, cond=..., backward_anchor=z_end)
+    # dual-directional (vidm.diffusion.bidirectional): a forward and a time-reversed backward
+    # estimate fused at every step (Generative Inbetweening; the same denoiser twice = TRF)
 
 Content model with class guidance: cfg_denoiser(lambda x, s: denoiser(x, s, class_labels=y),
 lambda x, s: denoiser(x, s, class_labels=null_labels), w).
 """
 
+from vidm.diffusion.bidirectional import dual_direction_denoiser, leading_known, reverse_times
 from vidm.diffusion.denoiser import Denoiser, edm_precond
 from vidm.diffusion.guidance import (
     cfg_denoiser,
@@ -56,7 +61,7 @@ from vidm.diffusion.samplers import (
     sample_euler_ancestral,
     sample_heun,
 )
-from vidm.diffusion.sampling import run_sampler, sample_frames, sample_window
+from vidm.diffusion.sampling import reinjected_steps, run_sampler, sample_frames, sample_window, sample_window_dual
 
 __all__ = [
     "Denoiser", "edm_precond", "edm_loss", "edm_weight", "sample_sigma",
@@ -67,4 +72,5 @@ __all__ = [
     "SAMPLERS", "register", "get_sampler", "get_sigmas_karras", "get_ancestral_step", "num_evaluations",
     "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_euler_ancestral",
     "NoiseSource", "known_frame_noise", "randn_like_from", "run_sampler", "sample_frames", "sample_window",
+    "sample_window_dual", "reinjected_steps", "dual_direction_denoiser", "leading_known", "reverse_times",
 ]

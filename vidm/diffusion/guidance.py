@@ -113,9 +113,13 @@ def guided_infill_denoiser(denoiser, known: torch.Tensor, w: float, *, cond: dic
 
 
 def initial_state(x_known: torch.Tensor, known: torch.Tensor, sigma_max: float,
-                  generator: torch.Generator | None = None, dtype=torch.float32) -> torch.Tensor:
-    """Sampler start: known frames clean, unknown frames sigma_max * N(0, I). (B, T, C, H, W)."""
+                  generator: torch.Generator | None = None, dtype=torch.float32,
+                  noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Sampler start: known frames clean, unknown frames sigma_max * N(0, I). (B, T, C, H, W).
+    noise (B, T, C, H, W): that N(0, I) draw, given (default: drawn from `generator`)."""
     _check_known(known, x_known, "initial_state")
     x_known = x_known.to(dtype)
-    noise = randn_like_from(x_known, generator)
+    if noise is not None and noise.shape != x_known.shape:
+        raise ShapeError(f"initial_state: noise {tuple(noise.shape)} must have x_known's shape {tuple(x_known.shape)}")
+    noise = randn_like_from(x_known, generator) if noise is None else noise.to(x_known)
     return torch.where(_frame_view(known.bool()), x_known, noise * sigma_max)

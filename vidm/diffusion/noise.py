@@ -4,6 +4,9 @@ Every draw is made on the generator's device and then moved, so a CPU generator 
 tensors reproducibly. A stochastic sampler takes `noise_sampler`, a `NoiseSource`
 (k-diffusion style): noise_sampler(x) -> N(0, I) noise of x's shape, dtype and device, already
 zero wherever the mask says no noise goes (the known frames), so those elements stay bit-exact.
+A source made with `reverse_time=True` hands out every draw reversed along the frame axis: the
+noise a run over the time-reversed window gets, frame for frame (dual-directional sampling is
+exactly mirrored by it: `vidm.diffusion.bidirectional`).
 """
 
 from __future__ import annotations
@@ -35,12 +38,19 @@ class NoiseSource:
 
     mask: None (noise everywhere) or bool/float broadcastable to x, True/1 where noise goes.
     The full shape is drawn every call, so the random stream does not depend on the mask, and
-    finite noise * 0 == 0 leaves x + noise exact where the mask is 0.
+    finite noise * 0 == 0 leaves x + noise exact where the mask is 0. reverse_time: each draw is
+    flipped along dim 1 (the frames of a video x (B, T, C, H, W)) before the mask is applied.
     """
 
-    def __init__(self, generator: torch.Generator | None = None, mask: torch.Tensor | None = None):
+    def __init__(self, generator: torch.Generator | None = None, mask: torch.Tensor | None = None,
+                 reverse_time: bool = False):
         self.generator = generator
         self.mask = None if mask is None else torch.as_tensor(mask)
+        self.reverse_time = bool(reverse_time)
+
+    def masked(self, mask: torch.Tensor | None) -> "NoiseSource":
+        """A source drawing from the same generator (and in the same time direction) with `mask`."""
+        return NoiseSource(self.generator, mask, self.reverse_time)
 
     def check(self, x: torch.Tensor) -> "NoiseSource":
         """self, or a ShapeError when the mask does not broadcast to x."""
@@ -50,10 +60,14 @@ class NoiseSource:
             except RuntimeError as err:
                 raise ShapeError(f"noise_mask {tuple(self.mask.shape)} does not broadcast to x "
                                  f"{tuple(x.shape)}") from err
+        if self.reverse_time and x.ndim != 5:
+            raise ShapeError(f"a time-reversed noise source needs video x (B, T, C, H, W), got {tuple(x.shape)}")
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         noise = randn_like_from(x, self.generator)
+        if self.reverse_time:
+            noise = noise.flip(1)
         if self.mask is None:
             return noise
         return noise * self.mask.to(device=noise.device, dtype=noise.dtype)

@@ -2,7 +2,7 @@
 identical inputs, score them (the loop behind `vidm eval interpolate`, callable from Python).
 
     clips = cut_clips("data/heldout", num=50, length=max(gaps) + 1, seed=0)
-    result = evaluate_interpolation(clips, gaps=[2, 4, 8], methods=["model", "crossfade", "flow"],
+    result = evaluate_interpolation(clips, gaps=[2, 4, 8], methods=["model", "model-time-reversal", "flow"],
                                     pipe=pipe, samples=1)
     result.report["summary"]["flow"]["4"]["psnr"]        # {mean, lo, hi, std, n}
 
@@ -18,10 +18,12 @@ Per clip and gap (means over the in-between frames):
   error in px and the share of visible objects not found by colour (`vidm.eval.positions`).
 - warp_err (`warping=True`): temporal warping error of start, in-betweens, end, with flow taken
   on the ground truth (`vidm.eval.metrics.warping_error`).
-With samples S > 1 (the model only; the baselines are deterministic):
+The model methods (MODEL_METHODS) are the pipeline with one interpolation strategy each:
+"model" (infill), "model-bidirectional" (needs the backward stage), "model-time-reversal".
+With samples S > 1 (the model methods only; the baselines are deterministic):
 - "model" rows average each metric over the S samples (the expected quality of one draw);
-- "model_best_of_S" rows take, per clip, the sample with the highest PSNR (an oracle pick: the
-  upper bound of what a good sample selector could reach);
+- "model_best_of_S" rows (and "model-bidirectional_best_of_S", ...) take, per clip, the sample
+  with the highest PSNR (an oracle pick: the upper bound of what a good sample selector could reach);
 - diversity: the mean absolute pixel difference between two samples, averaged over all sample
   pairs, frames, pixels and channels, in [0, 1] intensity units (0: every sample identical).
   High diversity where motion is ambiguous is the point of a generative interpolator.
@@ -151,10 +153,11 @@ def cut_clips(data: str | Path, num: int, length: int, seed: int = 0, size=None,
 
 
 def interpolate_batch(pipe, starts: np.ndarray, ends: np.ndarray, num_frames: int, samples: int = 1,
-                      seed: int = 0, steps=None, sampler=None, guidance=None) -> np.ndarray:
+                      seed: int = 0, steps=None, sampler=None, guidance=None, strategy: str = "infill",
+                      reinject: int = 0) -> np.ndarray:
     """B pairs in one sampler run: `VideoPipeline.interpolate_batch`, uint8 (B, samples, num_frames, H, W, 3)."""
     return pipe.interpolate_batch(starts, ends, num_frames, samples=samples, seed=seed, steps=steps,
-                                  sampler=sampler, guidance=guidance)
+                                  sampler=sampler, guidance=guidance, strategy=strategy, reinject=reinject)
 
 
 def effective_settings(pipe, steps=None, sampler=None, guidance=None, *,
@@ -227,20 +230,28 @@ class MethodRunner(Protocol):
         the batch's seed -> uint8 (B, samples, num_frames, H, W, 3)."""
 
 
+# The model methods: the full pipeline with one interpolation strategy each (vidm.pipeline.options).
+MODEL_METHODS = {"model": "infill", "model-bidirectional": "bidirectional", "model-time-reversal": "time-reversal"}
+
+
 @dataclass
 class ModelRunner:
-    """The full pipeline (`VideoPipeline.interpolate_batch`) with these sampling options."""
+    """The full pipeline (`VideoPipeline.interpolate_batch`) with these sampling options, this
+    interpolation strategy and `reinject` noise re-injections per early solver step."""
 
     pipe: object
     options: SamplingOptions
     name: str = "model"
+    strategy: str = "infill"
+    reinject: int = 0
 
     @property
     def samples(self) -> int:
         return self.options.samples
 
     def __call__(self, starts, ends, num_frames, seed, truth):
-        return self.pipe.interpolate_batch(starts, ends, num_frames, options=self.options.replace(seed=seed))
+        return self.pipe.interpolate_batch(starts, ends, num_frames, options=self.options.replace(seed=seed),
+                                           strategy=self.strategy, reinject=self.reinject)
 
 
 @dataclass
@@ -272,14 +283,16 @@ PIPELINE_METHODS = {
 }
 
 
-def make_runner(name: str, pipe, options: SamplingOptions) -> MethodRunner:
-    """The runner of "model", a PIPELINE_METHODS name or a baseline name (`vidm.eval.baselines`)."""
+def make_runner(name: str, pipe, options: SamplingOptions, reinject: int = 0) -> MethodRunner:
+    """The runner of a MODEL_METHODS name (a ConfigError if `pipe` cannot use its strategy), a
+    PIPELINE_METHODS name or a baseline name (`vidm.eval.baselines`)."""
     from vidm.eval.baselines import get_baseline
 
-    if name == "model":
+    if name in MODEL_METHODS:
         if pipe is None:
-            raise ConfigError("method 'model' needs a pipeline")
-        return ModelRunner(pipe, options)
+            raise ConfigError(f"method {name!r} needs a pipeline")
+        pipe.check_strategy(MODEL_METHODS[name])
+        return ModelRunner(pipe, options, name, MODEL_METHODS[name], reinject)
     if name in PIPELINE_METHODS:
         if pipe is None:
             raise ConfigError(f"method {name!r} needs a pipeline (its autoencoder)")
@@ -299,17 +312,20 @@ class InterpolationResult:
 def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: Sequence[str], pipe=None,
                            samples: int | None = None, seed: int | None = None, steps=None, sampler=None,
                            guidance=None, batch_size: int = 8, warping: bool = False, examples: int = 2,
-                           progress: bool = False, *, options: SamplingOptions | None = None) -> InterpolationResult:
+                           progress: bool = False, *, options: SamplingOptions | None = None,
+                           reinject: int = 0) -> InterpolationResult:
     """Run every method on every clip at every gap and score it (see the module docstring).
 
-    methods: "model" (needs `pipe`), the pipeline pieces of PIPELINE_METHODS ("splat": the splat
-    start with no diffusion step, what the motion model adds to it; "oracle": the true frames'
-    latents decoded, the decoder's share of the error; "refs": the reference decoder from the end
-    frames alone; each needs `pipe`) and/or baseline names (`vidm.eval.baselines.BASELINES`).
-    The model samples with `options` (or the keywords; samples default 1, seed 0) and sees clips
-    in batches of `batch_size`; batch k (first clip i) uses seed + i.
-    Returns the report (per-clip numbers, summaries with 95% t-intervals, paired differences
-    model - baseline, timing) and, for the largest gap, the frames of the first `examples` clips.
+    methods: the model methods of MODEL_METHODS ("model" = infill, "model-bidirectional",
+    "model-time-reversal"; each needs `pipe`, all sampled with `reinject` re-injections), the
+    pipeline pieces of PIPELINE_METHODS ("splat": the splat start with no diffusion step, what
+    the motion model adds to it; "oracle": the true frames' latents decoded, the decoder's share
+    of the error; "refs": the reference decoder from the end frames alone; each needs `pipe`)
+    and/or baseline names (`vidm.eval.baselines.BASELINES`). The model samples with `options`
+    (or the keywords; samples default 1, seed 0) and sees clips in batches of `batch_size`;
+    batch k (first clip i) uses seed + i. Returns the report (per-clip numbers, summaries with
+    95% t-intervals, paired differences of the first model method minus every other method,
+    timing) and, for the largest gap, the frames of the first `examples` clips.
     """
     from tqdm.auto import tqdm
 
@@ -319,7 +335,7 @@ def evaluate_interpolation(clips: Sequence[Clip], gaps: Sequence[int], methods: 
                                                   guidance=guidance)
     gaps = sorted(int(g) for g in gaps)
     _check_inputs(clips, gaps[-1], methods, pipe, opts.samples, batch_size)
-    runners = [make_runner(m, pipe, opts) for m in methods]
+    runners = [make_runner(m, pipe, opts, reinject) for m in methods]
     run = _Scoring(clips, _size_batches(clips, batch_size), opts.seed, warping,
                    {i: _example(i, clips[i], gaps[-1]) for i in range(min(examples, len(clips)))})
     per_clip: dict[str, dict[str, dict[str, list]]] = {}
@@ -343,8 +359,9 @@ def _check_inputs(clips, G: int, methods, pipe, samples: int, batch_size: int) -
     if short:
         raise NotEnoughFramesError(f"{short[0].video}: clip of {len(short[0].frames)} frames is shorter than "
                                    f"the largest gap {G} needs ({G + 1})")
-    if "model" in methods and pipe is None:
-        raise ConfigError("method 'model' needs a pipeline")
+    needs = [m for m in methods if m in MODEL_METHODS]
+    if needs and pipe is None:
+        raise ConfigError(f"method {needs[0]!r} needs a pipeline")
     if samples < 1 or batch_size < 1:
         raise ConfigError(f"samples and batch size must be >= 1, got {samples} and {batch_size}")
 
@@ -410,18 +427,22 @@ class _Scoring:
 
 
 def _result(clips, gaps, runners, per_clip, timing, examples) -> InterpolationResult:
-    """The report (rows: the model, its best-of row, then the others) and the figure's examples."""
+    """The report (rows: the model methods in MODEL_METHODS order, each with its best-of row, then
+    the others; paired differences of the first model method minus every other method) and the
+    figure's examples."""
     from vidm.eval.report import METRIC_BOUNDS, paired_difference, t_interval
 
-    names = [n for r in sorted(runners, key=lambda r: r.name != "model")
-             for n in [r.name] + ([_best_name(r)] if r.samples > 1 else [])]
+    order = list(MODEL_METHODS)
+    ranked = sorted(runners, key=lambda r: order.index(r.name) if r.name in MODEL_METHODS else len(order))
+    names = [n for r in ranked for n in [r.name] + ([_best_name(r)] if r.samples > 1 else [])]
     per_clip = {n: per_clip[n] for n in names}
     summary = {n: {gk: {k: t_interval(v, bounds=METRIC_BOUNDS.get(k)) for k, v in cols.items()}
                    for gk, cols in per_clip[n].items()} for n in names}
-    model = per_clip.get("model")
-    paired = {f"model - {b}": {str(g): {k: paired_difference(model[str(g)][k], per_clip[b][str(g)][k])
+    ref = ranked[0].name if ranked[0].name in MODEL_METHODS else None
+    model = per_clip.get(ref)
+    paired = {f"{ref} - {b}": {str(g): {k: paired_difference(model[str(g)][k], per_clip[b][str(g)][k])
                                         for k in per_clip[b][str(g)] if k in model[str(g)]} for g in gaps}
-              for b in (r.name for r in runners if r.name != "model")} if model is not None else {}
+              for b in (r.name for r in ranked[1:])} if model is not None else {}
     report = {
         "clips": [{"video": c.video, "start": c.start, "frames": len(c.frames), "height": c.frames.shape[1],
                    "width": c.frames.shape[2], "ground_truth_json": c.meta is not None} for c in clips],

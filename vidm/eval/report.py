@@ -232,7 +232,7 @@ def write_files(out: str | os.PathLike, files: dict[str, bytes | str]) -> list[P
 
 
 def _label(method: str) -> str:
-    return method.replace("model_best_of_", "model best/") if method.startswith("model_best_of_") else method
+    return method.replace("_best_of_", " best/") if "_best_of_" in method else method  # model_best_of_4: model best/4
 
 
 def _present_metrics(summary: dict) -> list[str]:
@@ -249,7 +249,7 @@ def interpolation_markdown(report: dict) -> str:
     model-minus-baseline table and the definitions."""
     summary, gaps = report["summary"], report["gaps"]
     metrics = _present_metrics(summary)
-    oracle = [m for m in summary if m.startswith("model_best_of_")]
+    oracle = [m for m in summary if "_best_of_" in m]  # model_best_of_S, model-bidirectional_best_of_S, ...
     out = ["# vidm eval interpolate", ""]
     out += _settings_lines(report["settings"])
     out += [f"- **time**: {report['timing']['total_s']:.1f} s", ""]

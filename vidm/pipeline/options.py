@@ -14,6 +14,13 @@ import numpy as np
 
 from vidm.errors import ConfigError
 
+# How an interpolation samples its in-between windows (`VideoPipeline.interpolate(strategy=...)`):
+# infill = the motion model conditioned on the known frames on both sides (RaMViD / VIDIM);
+# bidirectional = a forward pass from the start fused at every step with the backward-motion
+# stage's pass from the end (Generative Inbetweening); time-reversal = the same fusion with the
+# motion model in both directions (TRF). See vidm.diffusion.bidirectional.
+STRATEGIES = ("infill", "bidirectional", "time-reversal")
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -56,4 +63,4 @@ def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-__all__ = ["SamplingOptions"]
+__all__ = ["SamplingOptions", "STRATEGIES"]

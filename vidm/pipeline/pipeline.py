@@ -4,6 +4,7 @@ and what users do with them.
     pipe = VideoPipeline.from_pretrained("runs/pipeline")          # or None: the bundled model
     videos = pipe.generate(num_frames=32, num_videos=2, seed=0)     # uint8 (2, 32, H, W, 3)
     mids = pipe.interpolate(a, b, num_frames=7)                     # uint8 (1, 7, H, W, 3)
+    dual = pipe.interpolate(a, b, strategy="time-reversal")         # or "bidirectional" (backward stage)
     fast = pipe.interpolate_video(frames, factor=4)                 # uint8 (1, (N-1)*4+1, H, W, 3)
     more = pipe.predict(frames, num_future=16)                      # uint8 (1, 16, H, W, 3)
 
@@ -14,12 +15,23 @@ otherwise inputs of another size are resized to the model size and the results r
 the content model makes frame 0 (VIDM), the motion model makes the other frames window by
 window with the known frames clean (RaMViD), the first frame as content anchor, and guidance
 on the input frames (VIDIM). The same seed on the same device gives the same frames.
+
+Interpolation strategies (`strategy=`, vidm.pipeline.options.STRATEGIES) say how in-between
+windows are sampled: "infill" (default) conditions the motion model on the known frames on both
+sides; "bidirectional" fuses at every solver step a forward estimate from the start with the
+`backward` stage's estimate from the end on the reversed window, fed the forward model's
+temporal attention maps rotated by 180 degrees (Generative Inbetweening); "time-reversal" does
+the same fusion with the motion model in both directions and its own attention (TRF). Every
+strategy starts from the same point (`infill_init`: the splat start or pure noise) and uses the
+same sampler, guidance (per direction) and `reinject` noise re-injections; windows with nothing
+to interpolate between (generation, prediction) are never dual-directional.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +46,7 @@ from vidm.models import AutoencoderKL, ContentUNet, MotionUNet, autocast_dtype
 from vidm.models.autoencoder import decode_frames, encode_frames
 from vidm.pipeline import plan
 from vidm.pipeline.config import PipelineConfig
-from vidm.pipeline.options import SamplingOptions
+from vidm.pipeline.options import STRATEGIES, SamplingOptions
 from vidm.pipeline.refdecode import decode_with_references
 from vidm.serialization import atomic_write_dir
 
@@ -102,6 +114,9 @@ class VideoPipeline:
         self._check_compatible()
         self.content_denoiser = Denoiser(self.content, self.config.sigma_data)
         self.motion_denoiser = Denoiser(self.motion, self.config.sigma_data)
+        self.backward_denoiser = Denoiser(self.stages["backward"], self.config.sigma_data) \
+            if "backward" in self.stages else None
+        self._forward_checked: str | None = None  # the backward stage's forward_model, once found to match
 
     @property
     def autoencoder(self) -> AutoencoderKL:
@@ -117,6 +132,39 @@ class VideoPipeline:
 
     def has_stage(self, name: str) -> bool:
         return name in self.stages
+
+    def check_strategy(self, strategy: str) -> str:
+        """`strategy` if this pipeline can interpolate with it, else a one-line ConfigError (an
+        unknown name; "bidirectional" without a backward stage, or with one whose temporal
+        attention layers are not the motion model's, so the rotated maps cannot fit)."""
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown interpolation strategy {strategy!r}; use {', '.join(STRATEGIES)}")
+        if strategy == "bidirectional":
+            if not self.has_stage("backward"):
+                raise ConfigError("strategy 'bidirectional' needs a backward-motion model, and this pipeline has no "
+                                  "backward stage (pack one with `vidm pack ... --backward DIR`); use strategy "
+                                  "'time-reversal' to run the motion model in both directions instead")
+            if _temporal_layers(self.stages["backward"]) != _temporal_layers(self.motion):
+                raise ConfigError("the backward stage's temporal attention layers differ from the motion model's: "
+                                  "it must be a fine-tune of this motion model (it runs on its attention maps)")
+            self._check_forward_model()
+        return strategy
+
+    def _check_forward_model(self) -> None:
+        """A ConfigError when the backward stage's training record names another forward model
+        (`forward_model`, train/backward.py) than this motion model: its maps must come from the
+        model it was fine-tuned against. Checked once per pipeline (the hash reads every weight)."""
+        want = (self.stages["backward"].training_record or {}).get("forward_model")
+        if want is None or self._forward_checked == want:
+            return
+        from vidm.models.pretrained import weights_fingerprint
+
+        have = weights_fingerprint(self.motion)
+        if have != want:
+            raise ConfigError(f"the backward stage was fine-tuned against another motion model (forward_model {want}, "
+                              f"this pipeline's motion model is {have}); pack it with the motion model it was "
+                              f"trained from, or use strategy 'time-reversal'")
+        self._forward_checked = want
 
     # ------------------------------------------------------------------ loading and saving
 
@@ -259,25 +307,41 @@ class VideoPipeline:
     def sample_window(self, x_known: torch.Tensor, known: torch.Tensor, times: torch.Tensor,
                       anchor: torch.Tensor | None, generator: torch.Generator, steps: int, sampler: str,
                       guidance: float, bar=None, init: torch.Tensor | None = None,
-                      init_sigma: float | None = None) -> torch.Tensor:
+                      init_sigma: float | None = None, *, strategy: str = "infill",
+                      end_anchor: torch.Tensor | None = None, reinject: int = 0) -> torch.Tensor:
         """Motion model, one window (`vidm.diffusion.sample_window`): x_known (B, T, C, h, w) with
         the known frames in place, known (B, T) bool, times (B, T), anchor (B, C, h, w) ->
         (B, T, C, h, w). With `init` (B, T, C, h, w) the unknown frames start at
         init + init_sigma * noise and the solver runs from init_sigma down (SDEdit-style);
-        without, from pure noise at sigma_max."""
+        without, from pure noise at sigma_max. strategy "bidirectional" / "time-reversal": the
+        window sampled dual-directionally (`vidm.diffusion.sample_window_dual`, for in-between
+        windows), the backward direction anchored on end_anchor (B, C, h, w) (default: the
+        window's last frame). reinject: noise re-injections per early step (0 = none)."""
         sigmas = self._sigmas(steps, None if init is None else init_sigma)
-        return sampling.sample_window(self.motion_denoiser, x_known, known, sigmas, sampler, generator, guidance,
-                                      {"times": times, "anchor": anchor}, init, _bar_callback(bar), self._autocast)
+        cond = {"times": times, "anchor": anchor}
+        if self.check_strategy(strategy) == "infill":
+            return sampling.sample_window(self.motion_denoiser, x_known, known, sigmas, sampler, generator, guidance,
+                                          cond, init, _bar_callback(bar), self._autocast, reinject=reinject)
+        backward = self.backward_denoiser if strategy == "bidirectional" else self.motion_denoiser
+        return sampling.sample_window_dual(
+            self.motion_denoiser, backward, x_known, known, sigmas, sampler, generator, guidance, cond,
+            backward_anchor=x_known[:, -1] if end_anchor is None else end_anchor,
+            rotate_maps=strategy == "bidirectional", init=init, callback=_bar_callback(bar), autocast=self._autocast,
+            reinject=reinject)
 
     def _latent_shape(self) -> tuple[int, int, int]:
         f = self.autoencoder.config.downsample_factor
         return self.autoencoder.config.latent_channels, self.config.size // f, self.config.size // f
 
     def _fill(self, z: torch.Tensor, made: torch.Tensor, windows: list[list[int]], anchor: torch.Tensor,
-              generator: torch.Generator, opts: SamplingOptions, bar) -> torch.Tensor:
+              generator: torch.Generator, opts: SamplingOptions, bar,
+              between: _Between | None = None) -> torch.Tensor:
         """Sample every window in order. z (B, N, C, h, w) latents with made (N,) bool marking the
-        frames already there; each window's made frames are its known frames."""
+        frames already there; each window's made frames are its known frames. between: how the
+        in-between windows (known frames on both sides of every unknown one) are sampled
+        (None: infill, no re-injection)."""
         B = z.shape[0]
+        between = between or _Between()
         for positions in windows:
             idx = torch.tensor(positions, device=self.device)
             known = made[idx].expand(B, -1).clone()
@@ -285,11 +349,14 @@ class VideoPipeline:
                 continue
             times = torch.tensor(plan.window_times(positions, self.config.frame_step, self.config.max_span),
                                  device=self.device, dtype=torch.float32).expand(B, -1)
-            init = None
-            if self.config.infill_init == "splat" and brackets(known[0], times[0]) is not None:
-                init = splat_window_mean(z[:, idx], known[0], times[0])  # in-between window
+            init, how = None, {}
+            if brackets(known[0], times[0]) is not None:  # an in-between window
+                if self.config.infill_init == "splat":
+                    init = splat_window_mean(z[:, idx], known[0], times[0])
+                if not between.plain:  # (plain infill calls exactly as before)
+                    how = {"strategy": between.strategy, "end_anchor": between.end_anchor, "reinject": between.reinject}
             out = self.sample_window(z[:, idx], known, times, anchor, generator, opts.steps, opts.sampler,
-                                     opts.guidance, bar, init=init, init_sigma=self.config.infill_sigma)
+                                     opts.guidance, bar, init=init, init_sigma=self.config.infill_sigma, **how)
             z[:, idx] = out.to(z.dtype)
             made[idx] = True
         return z
@@ -307,10 +374,19 @@ class VideoPipeline:
         finally:
             bar.close()
 
-    def _fill_all(self, z, made, windows, opts: SamplingOptions, generator, desc: str):
-        """`_fill` with the first frame as anchor, under a progress bar."""
-        with self._progress(opts.steps * len(windows), desc, opts.progress) as bar:
-            return self._fill(z, made, windows, z[:, 0].clone(), generator, opts, bar)
+    def _fill_all(self, z, made, windows, opts: SamplingOptions, generator, desc: str, strategy: str = "infill",
+                  reinject: int = 0):
+        """`_fill` with the first frame as anchor (the last one for a backward direction) and the
+        in-between windows sampled by `strategy`, under a progress bar."""
+        between = _Between(strategy, z[:, -1].clone() if strategy != "infill" else None, reinject)
+        per_window = opts.steps + reinject * sampling.reinjected_steps(self._sigmas(opts.steps), reinject)
+        with self._progress(per_window * len(windows), desc, opts.progress) as bar:
+            return self._fill(z, made, windows, z[:, 0].clone(), generator, opts, bar, between)
+
+    def _check_between(self, strategy: str, reinject: int) -> None:
+        """ConfigError for a strategy this pipeline cannot use or a bad reinject count."""
+        self.check_strategy(strategy)
+        sampling.reinjected_steps(self._sigmas(1), reinject)  # checks the count
 
     # ------------------------------------------------------------------ what users call
     # Each takes the sampling settings as keywords (steps, sampler, guidance, seed, samples,
@@ -343,29 +419,34 @@ class VideoPipeline:
     def interpolate(self, start: np.ndarray, end: np.ndarray, num_frames: int = 7, samples: int | None = None,
                     seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                     guidance: float | None = None, progress: bool | None = None, *,
-                    options: SamplingOptions | None = None) -> np.ndarray:
+                    options: SamplingOptions | None = None, strategy: str = "infill", reinject: int = 0) -> np.ndarray:
         """The `num_frames` frames between `start` and `end` (uint8 (H, W, 3) each, same size):
         uint8 (samples, num_frames, H, W, 3). More in-betweens than one window holds are filled
-        hierarchically (key frames first)."""
+        hierarchically (key frames first). strategy: "infill", "bidirectional" (needs the
+        backward stage) or "time-reversal" (module docstring); reinject: noise re-injections per
+        early solver step (`vidm.diffusion.sampling`; 0 = none, the paper's sampler uses 5)."""
         start, end = _check_frame(start, "start"), _check_frame(end, "end")
         if start.shape != end.shape:
             raise ShapeError(f"start and end frames differ in size: {start.shape[1]}x{start.shape[0]} vs "
                              f"{end.shape[1]}x{end.shape[0]}")
         opts = _merge(options, samples=samples, seed=seed, steps=steps, sampler=sampler, guidance=guidance,
                       progress=progress)
-        return self.interpolate_batch(start[None], end[None], num_frames, options=opts)[0]
+        return self.interpolate_batch(start[None], end[None], num_frames, options=opts, strategy=strategy,
+                                      reinject=reinject)[0]
 
     @torch.no_grad()
     def interpolate_batch(self, starts: np.ndarray, ends: np.ndarray, num_frames: int = 7,
                           samples: int | None = None, seed: int | None = None, steps: int | None = None,
                           sampler: str | None = None, guidance: float | None = None,
-                          progress: bool | None = None, *, options: SamplingOptions | None = None) -> np.ndarray:
+                          progress: bool | None = None, *, options: SamplingOptions | None = None,
+                          strategy: str = "infill", reinject: int = 0) -> np.ndarray:
         """`interpolate` for B pairs in one sampler run: starts, ends uint8 (B, H, W, 3) ->
         uint8 (B, samples, num_frames, H, W, 3). With B == 1 it equals `interpolate`; with B > 1
         each pair's noise depends on its place in the batch (reproducible for a fixed batch)."""
         _check_count("num_frames", num_frames, 1)
         opts = self._options(options, samples=samples, seed=seed, steps=steps, sampler=sampler,
                              guidance=guidance, progress=progress)
+        self._check_between(strategy, reinject)
         starts, ends = _check_pairs(starts, ends)
         B, n, S = len(starts), num_frames + 2, opts.samples
         windows = plan.plan_infill(n, self.config.window)
@@ -376,7 +457,7 @@ class VideoPipeline:
         z[:, -1] = z_ends[B:].repeat_interleave(S, 0)
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         made[0] = made[-1] = True
-        z = self._fill_all(z, made, windows, opts, gen, "interpolate")
+        z = self._fill_all(z, made, windows, opts, gen, "interpolate", strategy, reinject)
         out = self._decode_between(z, starts, ends, S)  # (B*S, n-2, H, W, 3)
         return out.reshape(B, S, *out.shape[1:])
 
@@ -427,13 +508,18 @@ class VideoPipeline:
     @torch.no_grad()
     def interpolate_video(self, frames: np.ndarray, factor: int, samples: int | None = None, seed: int | None = None,
                           steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-                          progress: bool | None = None, *, options: SamplingOptions | None = None) -> np.ndarray:
+                          progress: bool | None = None, *, options: SamplingOptions | None = None,
+                          strategy: str = "infill", reinject: int = 0) -> np.ndarray:
         """Raise the frame rate of uint8 (N, H, W, 3) by an integer `factor`:
-        uint8 (samples, (N - 1) * factor + 1, H, W, 3); the input frames are kept as given."""
+        uint8 (samples, (N - 1) * factor + 1, H, W, 3); the input frames are kept as given.
+        strategy, reinject: as for `interpolate` (in a window holding several input gaps each
+        direction is given the input frames except those past the last frame it makes,
+        `vidm.diffusion.bidirectional`)."""
         frames = _check_frames(frames)
         _check_count("factor", factor, 1)
         opts = self._options(options, samples=samples, seed=seed, steps=steps, sampler=sampler,
                              guidance=guidance, progress=progress)
+        self._check_between(strategy, reinject)
         if len(frames) < 2:
             raise ShapeError(f"interpolate_video needs at least 2 frames, got {len(frames)}")
         n, windows = plan.plan_upsample(len(frames), factor, self.config.window)
@@ -443,7 +529,7 @@ class VideoPipeline:
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         z[:, ::factor] = given
         made[::factor] = True
-        z = self._fill_all(z, made, windows, opts, gen, "interpolate")
+        z = self._fill_all(z, made, windows, opts, gen, "interpolate", strategy, reinject)
         given = None
         if self.uses_references:
             px = self.to_pixels(frames)
@@ -517,6 +603,27 @@ class VideoPipeline:
         made = decode_with_references(self.autoencoder, z, given, sigma, self._autocast)
         x = torch.stack([given[t] if t in given else made[t] for t in range(T)], 1)  # (B, T, 3, H, W)
         return _to_uint8(x).permute(0, 1, 3, 4, 2).numpy()
+
+
+@dataclass(frozen=True)
+class _Between:
+    """How `_fill` samples in-between windows: the strategy, the backward direction's anchor
+    end_anchor (B, C, h, w) (the video's last frame; None for infill) and the re-injections."""
+
+    strategy: str = "infill"
+    end_anchor: torch.Tensor | None = None
+    reinject: int = 0
+
+    @property
+    def plain(self) -> bool:
+        return self.strategy == "infill" and self.reinject == 0
+
+
+def _temporal_layers(model: torch.nn.Module) -> list[tuple[str, int]]:
+    """(name, heads) of a motion model's temporal attention layers, in order."""
+    from vidm.models.blocks import TemporalAttention
+
+    return [(name, m.heads) for name, m in model.named_modules() if isinstance(m, TemporalAttention)]
 
 
 def _stage_models(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
