@@ -1,7 +1,8 @@
 """The stage registry: every kind of model a pipeline folder can hold, in one place.
 
     from vidm import stages
-    stages.names()                       # ("autoencoder", "content", "motion"), registry order
+    stages.names()                       # ("autoencoder", "content", "motion", "backward"), registry order
+    stages.names(required=True)          # ("autoencoder", "content", "motion")
     spec = stages.get("motion")          # a StageSpec
     spec.model_class(), spec.config_class(), spec.preset_table(), spec.trainer
 
