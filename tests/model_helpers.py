@@ -1,5 +1,6 @@
 """Helpers shared by the model tests."""
 
+import pytest
 import torch
 
 
@@ -12,3 +13,14 @@ def randomize_zero_init(model: torch.nn.Module, std: float = 0.05) -> torch.nn.M
             if (p == 0).all():
                 p.copy_(torch.randn(p.shape, generator=g) * std)
     return model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small convs on 2 shared cores: a second intra-op thread only adds contention (measured
+    3-5x slower under load), so model tests run single-threaded and restore the setting. A test
+    module takes it with `from model_helpers import one_thread`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -24,12 +24,7 @@ SMALL = dict(model_channels=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1
              head_dim=16, norm_groups=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from model_helpers import one_thread  # noqa: F401  (autouse: one torch thread)
 
 
 def small_motion(**kw) -> MotionUNet:
@@ -114,12 +109,19 @@ def test_given_maps_equal_to_its_own_give_the_default_output():
     assert (other - base).abs().max() > 1e-3  # the given maps are what the layers use
 
 
-def test_given_maps_are_checked_per_layer():
-    net = small_motion()
-    x, c_noise, known, times, anchor = inputs()
+def recorded_maps(net):
+    """The test inputs and the maps `net` records on them (no grad)."""
+    args = inputs()
     rec = TemporalMaps.record()
     with torch.no_grad():
-        net(x, c_noise, known, times, anchor, temporal_maps=rec)
+        net(*args, temporal_maps=rec)
+    return args, rec
+
+
+def test_given_maps_are_checked_per_layer():
+    net = small_motion()
+    (x, c_noise, known, times, anchor), rec = recorded_maps(net)
+    with torch.no_grad():
         missing = dict(rec.maps)
         del missing["mid.2"]
         with pytest.raises(ShapeError, match="no maps given for temporal attention layer 'mid.2'"):
@@ -131,11 +133,7 @@ def test_given_maps_are_checked_per_layer():
 
 
 def test_rotated_maps_are_the_forward_maps_flipped_on_both_axes():
-    net = small_motion()
-    x, c_noise, known, times, anchor = inputs()
-    rec = TemporalMaps.record()
-    with torch.no_grad():
-        net(x, c_noise, known, times, anchor, temporal_maps=rec)
+    _, rec = recorded_maps(small_motion())
     rot = rec.rotated()
     assert rot.mode == "replace" and rot.maps.keys() == rec.maps.keys()
     for key, m in rec.maps.items():

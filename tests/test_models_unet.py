@@ -13,14 +13,7 @@ from model_helpers import randomize_zero_init
 C = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small convs on 2 shared cores: a second intra-op thread only adds contention (measured
-    # 3-5x slower under load), so these tests run single-threaded and restore the setting.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from model_helpers import one_thread  # noqa: F401  (autouse: one torch thread)
 
 
 def small_motion(**kw) -> MotionUNet:

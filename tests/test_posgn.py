@@ -25,12 +25,7 @@ from model_helpers import randomize_zero_init
 SMALL = dict(model_channels=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), head_dim=16, norm_groups=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small ops on a shared 2-core machine: one thread is faster
-    yield
-    torch.set_num_threads(n)
+from model_helpers import one_thread  # noqa: F401  (autouse: one torch thread)
 
 
 def motion(modulation="positional", **kw) -> MotionUNet:

@@ -45,7 +45,6 @@ import copy
 import sys
 
 import torch
-from einops import rearrange
 
 from . import common
 from .config import BackwardTrainConfig
@@ -224,13 +223,7 @@ class BackwardStage(MotionStage):
     def preview(self, net, batch, generator):
         """Backward prediction of held-out windows: the last frame(s) given, the frames before
         them sampled; ground truth above the sample."""
-        x0, z = self.preview_latents(net, batch, generator)  # (B, T, C, h, w) each
-        B = x0.shape[0]
-        real = self.decode_images(rearrange(x0, "b t c h w -> (b t) c h w"))
-        fake = self.decode_images(rearrange(z, "b t c h w -> (b t) c h w"))
-        real = rearrange(real, "(b t) c h w -> t c h (b w)", b=B)
-        fake = rearrange(fake, "(b t) c h w -> t c h (b w)", b=B)
-        return [("backward_prediction", "video", torch.cat([real, fake], dim=2))]
+        return [("backward_prediction", "video", self.preview_video(*self.preview_latents(net, batch, generator)))]
 
     def preview_latents(self, net, batch, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0, sample), each (B, T, C, h, w) in forward order, B = diffusion.num_samples: the

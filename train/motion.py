@@ -91,14 +91,17 @@ class MotionStage(LatentStage):
 
     def preview(self, net, batch, generator):
         """Interpolation of held-out windows: first and last frame known, the rest sampled."""
-        x0, z = self.preview_latents(net, batch, generator)  # (B, T, C, h, w) each
+        return [("interpolation", "video", self.preview_video(*self.preview_latents(net, batch, generator)))]
+
+    def preview_video(self, x0: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Latent windows x0 (truth) and z (sample), each (B, T, C, h, w), decoded into one video
+        (T, 3, 2H, B*W): each frame shows every sample, ground truth above the sample."""
         B = x0.shape[0]
         real = self.decode_images(rearrange(x0, "b t c h w -> (b t) c h w"))
         fake = self.decode_images(rearrange(z, "b t c h w -> (b t) c h w"))
-        # One video: each frame shows every sample, ground truth above the sample.
         real = rearrange(real, "(b t) c h w -> t c h (b w)", b=B)
         fake = rearrange(fake, "(b t) c h w -> t c h (b w)", b=B)
-        return [("interpolation", "video", torch.cat([real, fake], dim=2))]
+        return torch.cat([real, fake], dim=2)
 
     def preview_latents(self, net, batch, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0, sample), each (B, T, C, h, w), B = diffusion.num_samples: the pipeline's window
