@@ -50,17 +50,12 @@ from . import common
 from .config import BackwardTrainConfig
 from .loop import main as loop_main
 from .motion import MotionStage
+from vidm.diffusion.bidirectional import reverse_times
 from vidm.errors import ConfigError, VidmError
+from vidm.models.blocks import temporal_layers
 
 # What the fine-tune trains inside every TemporalAttention layer (weights and biases).
 TRAINABLE = ("to_v", "to_out")
-
-
-def temporal_layers(net) -> list[tuple[str, torch.nn.Module]]:
-    """(name, module) of every TemporalAttention layer of a MotionUNet, in module order."""
-    from vidm.models.blocks import TemporalAttention
-
-    return [(n, m) for n, m in net.named_modules() if isinstance(m, TemporalAttention)]
 
 
 def backward_parameter_names(net) -> list[str]:
@@ -97,7 +92,7 @@ def check_backward_trainable(net) -> None:
 def reverse_window(x: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The window reversed in time: x (B, T, ...) -> x[:, ::-1]; times (B, T) -> t_last - t
     reversed, so the reversed window starts at 0 with the same spacings."""
-    return x.flip(1), times[:, -1:] - times.flip(1)
+    return x.flip(1), reverse_times(times)
 
 
 def first_frame_conditioning(batch: int, T: int, known_frames: int, p_drop_known: float, p_drop_anchor: float,

@@ -207,6 +207,12 @@ class TemporalAttention(nn.Module):
         return apply_maps(p, v)
 
 
+def temporal_layers(net: nn.Module) -> list[tuple[str, TemporalAttention]]:
+    """(name, module) of every TemporalAttention layer of a model (a MotionUNet), in module order:
+    the layers a TemporalMaps reaches."""
+    return [(n, m) for n, m in net.named_modules() if isinstance(m, TemporalAttention)]
+
+
 class SpaceTimeAttention(nn.Module):
     """Self-attention over all T*h*w positions of a video's window (residual, pre-norm).
 
@@ -253,4 +259,4 @@ class SpaceTimeAttention(nn.Module):
 
 
 __all__ = ["GroupNorm", "ResBlock", "Downsample", "Upsample", "SpatialAttention", "TemporalAttention",
-           "SpaceTimeAttention", "AttentionProcessor"]
+           "temporal_layers", "SpaceTimeAttention", "AttentionProcessor"]

@@ -44,6 +44,7 @@ from vidm.bundled import DEFAULT_MODEL, PRETRAINED_ROOT
 from vidm.errors import CheckpointError, ConfigError, NumericalError, ShapeError
 from vidm.models import AutoencoderKL, ContentUNet, MotionUNet, autocast_dtype
 from vidm.models.autoencoder import decode_frames, encode_frames
+from vidm.models.blocks import temporal_layers
 from vidm.pipeline import plan
 from vidm.pipeline.config import PipelineConfig
 from vidm.pipeline.options import STRATEGIES, SamplingOptions
@@ -116,7 +117,7 @@ class VideoPipeline:
         self.motion_denoiser = Denoiser(self.motion, self.config.sigma_data)
         self.backward_denoiser = Denoiser(self.stages["backward"], self.config.sigma_data) \
             if "backward" in self.stages else None
-        self._forward_checked: str | None = None  # the backward stage's forward_model, once found to match
+        self._backward_checked = False  # the backward stage found to fit the motion model (checked once)
 
     @property
     def autoencoder(self) -> AutoencoderKL:
@@ -144,18 +145,20 @@ class VideoPipeline:
                 raise ConfigError("strategy 'bidirectional' needs a backward-motion model, and this pipeline has no "
                                   "backward stage (pack one with `vidm pack ... --backward DIR`); use strategy "
                                   "'time-reversal' to run the motion model in both directions instead")
-            if _temporal_layers(self.stages["backward"]) != _temporal_layers(self.motion):
-                raise ConfigError("the backward stage's temporal attention layers differ from the motion model's: "
-                                  "it must be a fine-tune of this motion model (it runs on its attention maps)")
-            self._check_forward_model()
+            if not self._backward_checked:  # once per pipeline: every window of every call asks
+                self._check_backward()
+                self._backward_checked = True
         return strategy
 
-    def _check_forward_model(self) -> None:
-        """A ConfigError when the backward stage's training record names another forward model
-        (`forward_model`, train/backward.py) than this motion model: its maps must come from the
-        model it was fine-tuned against. Checked once per pipeline (the hash reads every weight)."""
+    def _check_backward(self) -> None:
+        """A ConfigError when the backward stage cannot run on this motion model's rotated maps:
+        other temporal attention layers, or a training record naming another forward model
+        (`forward_model`, train/backward.py) than this motion model."""
+        if _temporal_layers(self.stages["backward"]) != _temporal_layers(self.motion):
+            raise ConfigError("the backward stage's temporal attention layers differ from the motion model's: "
+                              "it must be a fine-tune of this motion model (it runs on its attention maps)")
         want = (self.stages["backward"].training_record or {}).get("forward_model")
-        if want is None or self._forward_checked == want:
+        if want is None:
             return
         from vidm.models.pretrained import weights_fingerprint
 
@@ -164,7 +167,6 @@ class VideoPipeline:
             raise ConfigError(f"the backward stage was fine-tuned against another motion model (forward_model {want}, "
                               f"this pipeline's motion model is {have}); pack it with the motion model it was "
                               f"trained from, or use strategy 'time-reversal'")
-        self._forward_checked = want
 
     # ------------------------------------------------------------------ loading and saving
 
@@ -349,14 +351,14 @@ class VideoPipeline:
                 continue
             times = torch.tensor(plan.window_times(positions, self.config.frame_step, self.config.max_span),
                                  device=self.device, dtype=torch.float32).expand(B, -1)
-            init, how = None, {}
+            init, how = None, _Between()  # generation / prediction windows: infill, no re-injection
             if brackets(known[0], times[0]) is not None:  # an in-between window
                 if self.config.infill_init == "splat":
                     init = splat_window_mean(z[:, idx], known[0], times[0])
-                if not between.plain:  # (plain infill calls exactly as before)
-                    how = {"strategy": between.strategy, "end_anchor": between.end_anchor, "reinject": between.reinject}
+                how = between
             out = self.sample_window(z[:, idx], known, times, anchor, generator, opts.steps, opts.sampler,
-                                     opts.guidance, bar, init=init, init_sigma=self.config.infill_sigma, **how)
+                                     opts.guidance, bar, init=init, init_sigma=self.config.infill_sigma,
+                                     strategy=how.strategy, end_anchor=how.end_anchor, reinject=how.reinject)
             z[:, idx] = out.to(z.dtype)
             made[idx] = True
         return z
@@ -614,16 +616,10 @@ class _Between:
     end_anchor: torch.Tensor | None = None
     reinject: int = 0
 
-    @property
-    def plain(self) -> bool:
-        return self.strategy == "infill" and self.reinject == 0
-
 
 def _temporal_layers(model: torch.nn.Module) -> list[tuple[str, int]]:
     """(name, heads) of a motion model's temporal attention layers, in order."""
-    from vidm.models.blocks import TemporalAttention
-
-    return [(name, m.heads) for name, m in model.named_modules() if isinstance(m, TemporalAttention)]
+    return [(name, m.heads) for name, m in temporal_layers(model)]
 
 
 def _stage_models(models: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
