@@ -48,8 +48,8 @@ def test_every_stage_names_matching_classes():
         if spec.trainer:
             assert callable(importlib.import_module(spec.trainer).main)
             assert spec.train_config_class()().stage == spec.name
-    with pytest.raises(ConfigError, match="unknown stage 'upsampler'"):
-        stages.get("upsampler")
+    with pytest.raises(ConfigError, match="unknown stage 'refiner'"):
+        stages.get("refiner")
 
 
 def test_an_old_three_stage_folder_loads_and_samples_as_before(bundled_samples):

@@ -91,6 +91,9 @@ class DataConfig:
     val_root: Optional[str] = None
     max_short_side: int = 256  # reference autoencoder: frames kept in memory with this short side
     val_batches: int = 1  # validation batches per evaluation (each rank)
+    # Upsampler only: the latent cache of the same videos at the base model's frame size
+    # (`vidm data cache-latents --size BASE` on data.latents' videos), the condition it learns from.
+    low_latents: Optional[str] = None
 
 
 @dataclass
@@ -187,6 +190,26 @@ class BackwardTrainConfig(_StageConfig):
     stage: Literal["backward"] = "backward"
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     condition: BackwardConditionConfig = field(default_factory=BackwardConditionConfig)
+
+
+@dataclass
+class CascadeConfig:
+    """The upsampler's training (train/upsampler.py, VIDIM's cascade). The noise-conditioning
+    augmentation level of each window's low-resolution condition is drawn from U(0, aug_max)
+    (`vidm.diffusion.cascade`). init_from_motion: a trained motion model folder whose weights
+    the upsampler starts from (its input conv widened with zeros), or null for a fresh start."""
+
+    aug_max: float = 0.5
+    init_from_motion: Optional[str] = None
+
+
+@dataclass
+class UpsamplerTrainConfig(MotionTrainConfig):
+    """A motion model at `model.low_res_scale` times the base latent size, trained on
+    data.latents (its size) conditioned on data.low_latents (the base size) of the same videos."""
+
+    stage: Literal["upsampler"] = "upsampler"
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
 
 
 def stage_configs() -> dict[str, type]:

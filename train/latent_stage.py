@@ -23,7 +23,7 @@ class LatentStage(Stage):
 
     def setup_latent_source(self, clip_frames: int) -> tuple[int, int, int]:
         """Fill train_set/val_set; returns the latent shape (C, h, w)."""
-        from vidm.data.latents import LatentCache, LatentClips, LatentFrames, split_videos
+        from vidm.data.latents import LatentCache, LatentFrames, split_videos
 
         cfg, src = self.cfg, self.src
         if cfg.data.latents:
@@ -34,8 +34,8 @@ class LatentStage(Stage):
             if clip_frames == 1:
                 self.train_set, self.val_set = LatentFrames(cache, train_ids), LatentFrames(cache, val_ids)
             else:
-                self.train_set = LatentClips(cache, train_ids, clip_frames, cfg.data.stride, src)
-                self.val_set = LatentClips(cache, val_ids, clip_frames, cfg.data.stride, src)
+                self.train_set = self.clip_set(cache, train_ids, clip_frames)
+                self.val_set = self.clip_set(cache, val_ids, clip_frames)
             self.num_train, self.num_val = len(self.train_set), len(self.val_set)
             if self.num_train == 0:
                 raise NoVideosError(f"{cfg.data.latents}: no cached video has enough frames for "
@@ -65,6 +65,12 @@ class LatentStage(Stage):
         return tuple(self.ae.latent_shape(cfg.data.size, cfg.data.size))
 
     latents_from: dict = {}
+
+    def clip_set(self, cache, videos: list[int], clip_frames: int):
+        """The windows of `videos` of a latent cache (train/upsampler.py adds its condition)."""
+        from vidm.data.latents import LatentClips
+
+        return LatentClips(cache, videos, clip_frames, self.cfg.data.stride, self.src)
 
     def training_record(self) -> dict:
         """config.json's "training" section of the exported model (what `vidm pack` checks): the

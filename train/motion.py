@@ -35,7 +35,7 @@ class MotionStage(LatentStage):
         from vidm.models.unet3d import MotionUNet
 
         cfg, src = self.cfg, self.src
-        net_cfg = common.build_model_config("motion", cfg.model, src)
+        net_cfg = common.build_model_config(self.name, cfg.model, src)  # motion or upsampler
         T = cfg.data.num_frames
         if T < 2:
             raise ConfigError(f"{src}: data.num_frames must be >= 2 for the motion model, got {T}")
@@ -86,7 +86,7 @@ class MotionStage(LatentStage):
                                                                            d.p_splat_start, generator)
         loss = edm_loss(module, x0, masks.known, generator, P_mean=d.P_mean, P_std=d.P_std,
                         sigma_data=d.sigma_data, start=start, times=times, anchor=anchor,
-                        anchor_mask=masks.anchor_mask)
+                        anchor_mask=masks.anchor_mask, **self.condition(batch, B, generator))
         return loss, {"known_frac": float(masks.known.float().mean()), "splat_frac": n_splat / B}
 
     def preview(self, net, batch, generator):
@@ -114,9 +114,15 @@ class MotionStage(LatentStage):
         x0, anchor, times = x0[:n], anchor[:n], times[:n]
         known = torch.zeros(x0.shape[:2], dtype=torch.bool, device=x0.device)
         known[:, 0] = known[:, -1] = True
-        z = sample_window(self.denoiser(net), x0, known, self.sigmas(), d.sampler, generator,
-                          cond={"times": times, "anchor": anchor}, autocast=self.accelerator.autocast)
+        cond = {"times": times, "anchor": anchor, **self.condition(batch, n, generator, preview=True)}
+        z = sample_window(self.denoiser(net), x0, known, self.sigmas(), d.sampler, generator, cond=cond,
+                          autocast=self.accelerator.autocast)
         return x0, z
+
+    def condition(self, batch: dict, n: int, generator, preview: bool = False) -> dict:
+        """Extra keyword conditioning of the network for the first n windows of `batch` (none
+        here; the cascade upsampler's low-resolution video, train/upsampler.py)."""
+        return {}
 
 
 def splat_starts(x0: torch.Tensor, known: torch.Tensor, times: torch.Tensor, p: float,

@@ -1,7 +1,7 @@
 """The stage registry: every kind of model a pipeline folder can hold, in one place.
 
     from vidm import stages
-    stages.names()                       # ("autoencoder", "content", "motion", "backward"), registry order
+    stages.names()                       # ("autoencoder", "content", "motion", "backward", "upsampler")
     stages.names(required=True)          # ("autoencoder", "content", "motion")
     spec = stages.get("motion")          # a StageSpec
     spec.model_class(), spec.config_class(), spec.preset_table(), spec.trainer
@@ -78,6 +78,14 @@ STAGES: tuple[StageSpec, ...] = (
               kind="motion", required=False,
               trainer="vidm.train.backward", train_config="vidm.train.config:BackwardTrainConfig",
               settings=("sigma_data", "size", "window", "max_span")),
+    # VIDIM's cascade: a motion model at low_res_scale times the base latent size, conditioned on
+    # the base model's video (train/upsampler.py); used by interpolate(cascade=True). Its frame
+    # size is the pipeline's times its scale, so "size" is not a setting it shares.
+    StageSpec("upsampler", "vidm.models.unet3d:MotionUNet", "vidm.models.configs:MotionUNetConfig",
+              "vidm.models.presets:UPSAMPLER", "cascade upsampler (motion model at 2x the latent size)",
+              kind="motion", required=False,
+              trainer="vidm.train.upsampler", train_config="vidm.train.config:UpsamplerTrainConfig",
+              settings=("sigma_data", "window", "max_span")),
 )
 
 

@@ -20,7 +20,7 @@ from vidm.outputs import OutputPlan, add_overwrite_arg
 
 DEFAULT_METHODS = "model,crossfade,flow"
 # vidm.eval.interpolate_eval.MODEL_METHODS, here so `vidm --help` imports no torch
-MODEL_METHODS = ("model", "model-bidirectional", "model-time-reversal")
+MODEL_METHODS = ("model", "model-bidirectional", "model-time-reversal", "model-cascade")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -67,7 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated: model (the pipeline, infill: conditioned on both end frames); "
                         f"model-bidirectional (forward and backward-motion passes fused, needs a backward stage); "
-                        f"model-time-reversal (the same fusion with the motion model both ways); splat (the "
+                        f"model-time-reversal (the same fusion with the motion model both ways); model-cascade "
+                        f"(infill, then the upsampler stage at its frame size: VIDIM's cascade; needs an upsampler "
+                        f"stage; compare with model at the upsampler's --size); splat (the "
                         f"model's splat start alone, no diffusion "
                         f"step); oracle (the true in-betweens' latents decoded: the decoder's share of "
                         f"the error); refs (a reference decoder from the end frames alone); and/or the "
@@ -209,10 +211,10 @@ def run_interpolate(args) -> int:
     if pipe is None and args.samples > 1:
         print("vidm: --samples has no effect without the model (the baselines are deterministic)", file=sys.stderr)
     if pipe is not None:
-        from vidm.eval.interpolate_eval import MODEL_METHODS as STRATEGY_OF
+        from vidm.eval.interpolate_eval import MODEL_METHODS as HOW
 
-        for m in (m for m in methods if m in STRATEGY_OF):
-            pipe.check_strategy(STRATEGY_OF[m])  # e.g. model-bidirectional without a backward stage: now, not later
+        for m in (m for m in methods if m in HOW):
+            HOW[m].check(pipe)  # e.g. model-bidirectional without a backward stage: now, not later
     per_size = {}
     examples = {}
     for size in sizes:

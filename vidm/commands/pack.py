@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--decode-latent-sigma", type=argtypes.float_in(0.0), default=None,
                    help="how unsure a reference decoder should take the sampled latents to be: higher leans "
                         "more on the reference pixels (default 0)")
+    s.add_argument("--cascade-aug", type=argtypes.float_in(0.0, 0.999), default=None,
+                   help="noise-augmentation level in [0, 1) of the upsampler's low-resolution condition at sampling "
+                        "(with --upsampler; default 0.1)")
     p.add_argument("--fp32", action="store_true", help="store float32 weights (default float16: half the size)")
     add_overwrite_arg(p)
     p.set_defaults(func=run_pack)
@@ -204,6 +207,21 @@ def check_latents(records: dict[str, tuple[dict, str]], autoencoder, ae_dir: Pat
     return unchecked
 
 
+def check_upsampler(models: dict, records: dict[str, tuple[dict, str]], size: int) -> None:
+    """Refuse an --upsampler that is a plain motion model, or one trained at another frame size
+    than the pipeline's times its scale."""
+    if "upsampler" not in models:
+        return
+    k = models["upsampler"].config.low_res_scale
+    if not k:
+        raise ConfigError("--upsampler: this is a plain motion model (low_res_scale 0), not a cascade upsampler "
+                          "(train one with `vidm train upsampler`)")
+    rec, where = records["upsampler"]
+    if rec.get("size") is not None and int(rec["size"]) != size * k:
+        raise ConfigError(f"--upsampler: trained at frame size {rec['size']} ({where}), but a scale-{k} upsampler of "
+                          f"this size-{size} pipeline works at {size * k}")
+
+
 def run_pack(args) -> int:
     import dataclasses
 
@@ -225,7 +243,8 @@ def run_pack(args) -> int:
     unchecked = check_latents(records, ae, dirs["autoencoder"])
     cfg = dataclasses.replace(PipelineConfig(), **settings)
     cfg.context = cfg.window // 2 if args.context is None else args.context
-    for name in ("frame_step", "fps", "steps", "sampler", "guidance", "decode_latent_sigma"):
+    check_upsampler(models, records, cfg.size)
+    for name in ("frame_step", "fps", "steps", "sampler", "guidance", "decode_latent_sigma", "cascade_aug"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.validate("vidm pack")  # e.g. --context 99 for a 9-frame window, before any weights are written

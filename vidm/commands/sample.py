@@ -101,6 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="read at most this many frames of --video (from its start)")
     add_infill_args(p)
     add_strategy_args(p)
+    p.add_argument("--cascade", action="store_true",
+                   help="VIDIM's cascade: after the base model, the pipeline's upsampler stage remakes the in-betweens "
+                        "at its larger size from the base video and the end frames (needs an upsampler stage)")
     _add_common(p)
     p.set_defaults(func=run_interpolate)
 
@@ -180,8 +183,8 @@ def load_pipeline(args):
     return pipe
 
 
-def _say_resize(pipe, h: int, w: int) -> None:
-    S = pipe.config.size
+def _say_resize(pipe, h: int, w: int, cascade: bool = False) -> None:
+    S = pipe.upsampler_size if cascade else pipe.config.size
     if (h, w) != (S, S) and not pipe.uses_references:
         print(f"vidm: frames are {w}x{h}; the model works at {S}x{S}: resized for the model and back",
               file=sys.stderr)
@@ -262,10 +265,11 @@ def run_interpolate(args) -> int:
         frames = read_clip(args.video, num_frames=args.max_frames, partial=True)
         pipe = load_pipeline(args)
         pipe.check_strategy(args.strategy)
-        _say_resize(pipe, *frames.shape[1:3])
+        pipe.check_cascade(args.cascade)
+        _say_resize(pipe, *frames.shape[1:3], args.cascade)
         videos = pipe.interpolate_video(frames, args.factor, samples=args.samples, seed=args.seed, steps=args.steps,
                                         sampler=args.sampler, guidance=args.guidance, progress=not args.quiet,
-                                        strategy=args.strategy, reinject=args.reinject)
+                                        strategy=args.strategy, reinject=args.reinject, cascade=args.cascade)
         fps = args.fps if args.fps is not None else (info.fps or pipe.config.fps) * args.factor
         _write(plan, paths, videos, fps, strip, [frames] + list(videos),
                ["input"] + [f"x{args.factor} s{i}" for i in range(args.samples)])
@@ -285,10 +289,11 @@ def run_interpolate(args) -> int:
                          f"{a.shape[1]}x{a.shape[0]}; resize them to one size first")
     pipe = load_pipeline(args)
     pipe.check_strategy(args.strategy)
-    _say_resize(pipe, *a.shape[:2])
+    pipe.check_cascade(args.cascade)
+    _say_resize(pipe, *a.shape[:2], args.cascade)
     mids = pipe.interpolate(a, b, num_frames=args.frames, samples=args.samples, seed=args.seed, steps=args.steps,
                             sampler=args.sampler, guidance=args.guidance, progress=not args.quiet,
-                            strategy=args.strategy, reinject=args.reinject)
+                            strategy=args.strategy, reinject=args.reinject, cascade=args.cascade)
     videos = [np.concatenate([a[None], m, b[None]]) for m in mids]
     _write(plan, paths, videos, _fps(args, pipe.config.fps), strip, videos,
            [f"sample {i}" for i in range(args.samples)])

@@ -22,6 +22,8 @@ Data sets over a cache (items keyed by (index, item_seed), see train/batches.py)
     LatentClips   random T-frame windows in one shot       -> {"latents": (T, C, h, w),
                   "times": (T,) frame positions with the window's first frame at 0,
                   "anchor": (C, h, w) the shot's first latent frame (VIDM content anchor)}
+    PairedLatentClips  LatentClips plus "low": the same window from a cache of the same videos
+                  at another size (the cascade upsampler's condition)
 """
 
 from __future__ import annotations
@@ -284,6 +286,18 @@ class LatentClips:
     def __getitem__(self, key) -> dict:
         import torch
 
+        video, start, span, stride, first = self.draw(key)
+        latents = self.cache.frames(video, start, start + span, stride)  # (T, C, h, w)
+        anchor = latents[0] if start == first else self.cache.frames(video, first, first + 1)[0]
+        # Window-relative times (first frame of the window at 0), as the pipeline samples them:
+        # an absolute encoding would meet times at sampling (long videos) it never saw in training.
+        times = stride * torch.arange(self.T, dtype=torch.float32)
+        return {"latents": latents, "times": times, "anchor": anchor}
+
+    def draw(self, key) -> tuple[int, int, int, int, int]:
+        """The window of key (index, seed): (video, start frame, span, stride, its shot's first frame)."""
+        import torch
+
         index, seed = key
         g = torch.Generator().manual_seed(int(seed))
         video = self.videos[index]
@@ -301,10 +315,33 @@ class LatentClips:
             flat -= starts[k]
             k += 1
         first = bounds[k]
-        start = first + flat
-        latents = self.cache.frames(video, start, start + span, stride)  # (T, C, h, w)
-        anchor = latents[0] if start == first else self.cache.frames(video, first, first + 1)[0]
-        # Window-relative times (first frame of the window at 0), as the pipeline samples them:
-        # an absolute encoding would meet times at sampling (long videos) it never saw in training.
-        times = stride * torch.arange(self.T, dtype=torch.float32)
-        return {"latents": latents, "times": times, "anchor": anchor}
+        return video, first + flat, span, stride, first
+
+
+class PairedLatentClips(LatentClips):
+    """LatentClips over `cache` with, per window, the same frames from `low`, a cache of the
+    same videos at another size (the cascade upsampler's condition): key -> LatentClips' item
+    plus "low": (T, C, h', w'). The two caches must hold the same videos, frame for frame."""
+
+    def __init__(self, cache: LatentCache, low: LatentCache, videos: list[int], num_frames: int, stride=1,
+                 name: str = "data"):
+        check_paired(cache, low, name)
+        super().__init__(cache, videos, num_frames, stride, name)
+        self.low = low
+
+    def __getitem__(self, key) -> dict:
+        video, start, span, stride, _ = self.draw(key)
+        item = super().__getitem__(key)
+        item["low"] = self.low.frames(video, start, start + span, stride)
+        return item
+
+
+def check_paired(cache: LatentCache, low: LatentCache, name: str = "data") -> None:
+    """A ConfigError unless `low` holds the videos of `cache`, in order, with as many frames."""
+    a = [(v["path"], v["num_frames"]) for v in cache.videos]
+    b = [(v["path"], v["num_frames"]) for v in low.videos]
+    if a != b:
+        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        at = lambda v: f"{v[i][0]} ({v[i][1]} frames)" if i < len(v) else "none"  # noqa: E731
+        raise ConfigError(f"{name}: the caches {cache.root} and {low.root} do not hold the same videos frame for "
+                          f"frame (video {i}: {at(a)} vs {at(b)})")

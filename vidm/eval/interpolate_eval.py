@@ -19,7 +19,9 @@ Per clip and gap (means over the in-between frames):
 - warp_err (`warping=True`): temporal warping error of start, in-betweens, end, with flow taken
   on the ground truth (`vidm.eval.metrics.warping_error`).
 The model methods (MODEL_METHODS) are the pipeline with one interpolation strategy each:
-"model" (infill), "model-bidirectional" (needs the backward stage), "model-time-reversal".
+"model" (infill), "model-bidirectional" (needs the backward stage), "model-time-reversal", and
+"model-cascade" (infill, then the upsampler stage: VIDIM's cascade; compare it with "model" at
+the upsampler's frame size, `--size`).
 With samples S > 1 (the model methods only; the baselines are deterministic):
 - "model" rows average each metric over the S samples (the expected quality of one draw);
 - "model_best_of_S" rows (and "model-bidirectional_best_of_S", ...) take, per clip, the sample
@@ -230,19 +232,34 @@ class MethodRunner(Protocol):
         the batch's seed -> uint8 (B, samples, num_frames, H, W, 3)."""
 
 
-# The model methods: the full pipeline with one interpolation strategy each (vidm.pipeline.options).
-MODEL_METHODS = {"model": "infill", "model-bidirectional": "bidirectional", "model-time-reversal": "time-reversal"}
+@dataclass(frozen=True)
+class ModelMethod:
+    """How a model method calls the pipeline: its interpolation strategy, with or without the cascade."""
+
+    strategy: str = "infill"
+    cascade: bool = False
+
+    def check(self, pipe) -> None:
+        """A one-line ConfigError when `pipe` cannot run it (no backward / upsampler stage)."""
+        pipe.check_strategy(self.strategy)
+        pipe.check_cascade(self.cascade)
+
+
+# The model methods: the full pipeline with one interpolation strategy each (vidm.pipeline.options),
+# and the VIDIM cascade (infill, then the upsampler).
+MODEL_METHODS = {"model": ModelMethod(), "model-bidirectional": ModelMethod("bidirectional"),
+                 "model-time-reversal": ModelMethod("time-reversal"), "model-cascade": ModelMethod(cascade=True)}
 
 
 @dataclass
 class ModelRunner:
     """The full pipeline (`VideoPipeline.interpolate_batch`) with these sampling options, this
-    interpolation strategy and `reinject` noise re-injections per early solver step."""
+    model method (strategy, cascade) and `reinject` noise re-injections per early solver step."""
 
     pipe: object
     options: SamplingOptions
     name: str = "model"
-    strategy: str = "infill"
+    method: ModelMethod = ModelMethod()
     reinject: int = 0
 
     @property
@@ -251,7 +268,8 @@ class ModelRunner:
 
     def __call__(self, starts, ends, num_frames, seed, truth):
         return self.pipe.interpolate_batch(starts, ends, num_frames, options=self.options.replace(seed=seed),
-                                           strategy=self.strategy, reinject=self.reinject)
+                                           strategy=self.method.strategy, reinject=self.reinject,
+                                           cascade=self.method.cascade)
 
 
 @dataclass
@@ -284,14 +302,14 @@ PIPELINE_METHODS = {
 
 
 def make_runner(name: str, pipe, options: SamplingOptions, reinject: int = 0) -> MethodRunner:
-    """The runner of a MODEL_METHODS name (a ConfigError if `pipe` cannot use its strategy), a
+    """The runner of a MODEL_METHODS name (a ConfigError if `pipe` cannot run it), a
     PIPELINE_METHODS name or a baseline name (`vidm.eval.baselines`)."""
     from vidm.eval.baselines import get_baseline
 
     if name in MODEL_METHODS:
         if pipe is None:
             raise ConfigError(f"method {name!r} needs a pipeline")
-        pipe.check_strategy(MODEL_METHODS[name])
+        MODEL_METHODS[name].check(pipe)
         return ModelRunner(pipe, options, name, MODEL_METHODS[name], reinject)
     if name in PIPELINE_METHODS:
         if pipe is None:

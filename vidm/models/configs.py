@@ -260,10 +260,18 @@ class MotionUNetConfig(UNetConfig):
     # "known": the denoiser predicts the residual from the known frames' linear interpolation in
     # time (vidm.diffusion.prior); "none": plain EDM. Part of what the weights mean, so it lives here.
     prior_mean: str = "none"
+    # VIDIM cascade: 0 = a motion model; k >= 2 = an upsampler at k times the base model's latent
+    # size, whose input also takes the base video upsampled k times (in_channels more channels)
+    # and its noise-augmentation level (1 channel): its only conditioning parameters.
+    low_res_scale: int = 0
 
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
+        if isinstance(self.low_res_scale, bool) or not isinstance(self.low_res_scale, int) \
+                or self.low_res_scale == 1 or self.low_res_scale < 0:
+            raise ConfigError(f"{n}.low_res_scale: must be 0 (a motion model) or an integer >= 2, "
+                              f"got {self.low_res_scale!r}")
         chans = self.level_channels()
         for name in ("temporal_levels", "spacetime_levels"):
             for lv in getattr(self, name):

@@ -9,6 +9,7 @@ The UNet presets assume 4 latent channels (the AE presets' latent_channels).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from vidm import stages
@@ -43,6 +44,12 @@ MOTION: dict[str, Callable[[], MotionUNetConfig]] = {
                                      norm_groups=32),
 }
 
+# VIDIM cascade upsamplers: the motion presets at twice the base latent size (one more input
+# channel group: vidm.models.unet3d). Usually started from a trained motion model's weights.
+UPSAMPLER: dict[str, Callable[[], MotionUNetConfig]] = {
+    name: (lambda make=make: dataclasses.replace(make(), low_res_scale=2)) for name, make in MOTION.items()
+}
+
 
 def preset_names(kind: str) -> list[str]:
     return sorted(_table(kind))
@@ -64,4 +71,4 @@ def _table(kind: str) -> dict:
     return stages.get(kind).preset_table()
 
 
-__all__ = ["AUTOENCODER", "CONTENT", "MOTION", "get_preset", "preset_names"]
+__all__ = ["AUTOENCODER", "CONTENT", "MOTION", "UPSAMPLER", "get_preset", "preset_names"]

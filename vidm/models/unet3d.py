@@ -11,6 +11,11 @@ positional encoding. With config.modulation "positional" (VIDM's PosGN) there ar
 embeddings: each frame's noise level and time (scaled within the window) are coordinates of the
 ResBlocks' per-position modulation, beside y and x (the known mask is an input channel).
 Spatial convs/attention work per frame; temporal attention mixes frames.
+
+An upsampler (VIDIM's cascade stage, config.low_res_scale = k >= 2) has C + 1 more input
+channels per frame and nothing else: [... | low_res (C) | aug_level (1)], the base model's
+video upsampled k times and noise-augmented (`vidm.diffusion.cascade`) and that augmentation's
+level as a constant plane. Its high-resolution end frames are ordinary known frames.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange, repeat
 
-from vidm.errors import ShapeError
+from vidm.errors import ConfigError, ShapeError
 from vidm.models.configs import MotionUNetConfig
 from vidm.models.embeddings import NoiseEmbedding
 from vidm.models.positional import frame_coordinates
@@ -51,12 +56,23 @@ class MotionUNet(PretrainedMixin, nn.Module):
             self.noise_embed = NoiseEmbedding(config.model_channels, config.emb_dim)
             self.known_embed = nn.Embedding(2, config.emb_dim)  # row 0 = unknown, row 1 = known
             nn.init.normal_(self.known_embed.weight, std=0.1)
-        self.body = UNetBody(config, 2 * C + 2, C, temporal_levels=config.temporal_levels,
+        self.body = UNetBody(config, self.input_channels(config), C, temporal_levels=config.temporal_levels,
                              time_max_period=config.time_max_period, spacetime_levels=config.spacetime_levels)
+
+    @staticmethod
+    def input_channels(config: MotionUNetConfig) -> int:
+        """Channels per frame into the body: 2C + 2, plus C + 1 for an upsampler."""
+        C = config.in_channels
+        return 2 * C + 2 + (C + 1 if config.low_res_scale else 0)
+
+    @property
+    def is_upsampler(self) -> bool:
+        return self.config.low_res_scale > 0
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, known: torch.Tensor, times: torch.Tensor,
                 anchor: torch.Tensor | None = None, anchor_mask: torch.Tensor | None = None,
-                temporal_maps: TemporalMaps | None = None) -> torch.Tensor:
+                temporal_maps: TemporalMaps | None = None, low_res: torch.Tensor | None = None,
+                aug_level: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         if x.ndim != 5:
             raise ShapeError(f"MotionUNet: x must be (B, T, C, h, w), got shape {tuple(x.shape)}")
@@ -93,7 +109,12 @@ class MotionUNet(PretrainedMixin, nn.Module):
         known_ch = repeat(known.to(x.dtype), "b t -> b t 1 h w", h=h, w=w)
         anchor_ch = repeat(anchor, "b c h w -> b t c h w", t=T)
         present_ch = repeat(present.to(x.dtype), "b -> b t 1 h w", t=T, h=h, w=w)
-        inp = torch.cat([x, known_ch, anchor_ch, present_ch], dim=2)  # (B, T, 2C+2, h, w)
+        parts = [x, known_ch, anchor_ch, present_ch]  # (B, T, 2C+2, h, w) together
+        if self.is_upsampler:
+            parts += self._low_res_channels(low_res, aug_level, B, T, C, h, w, x.dtype)
+        elif low_res is not None or aug_level is not None:
+            raise ShapeError("MotionUNet: low_res / aug_level are an upsampler's inputs (config.low_res_scale > 0)")
+        inp = torch.cat(parts, dim=2)  # (B, T, input_channels, h, w)
 
         if self.noise_embed is None:  # positional: per-frame (noise, time) coordinates (B*T, 2)
             emb = frame_coordinates(c_noise, times)
@@ -101,6 +122,50 @@ class MotionUNet(PretrainedMixin, nn.Module):
             emb = self.noise_embed(c_noise.reshape(-1)) + self.known_embed(known.reshape(-1).long())  # (B*T, E)
         out = self.body(rearrange(inp, "b t c h w -> (b t) c h w"), emb, times, temporal_maps)
         return rearrange(out, "(b t) c h w -> b t c h w", b=B)
+
+    def _low_res_channels(self, low_res, aug_level, B, T, C, h, w, dtype) -> list[torch.Tensor]:
+        """[low_res (B, T, C, h, w), the level plane (B, T, 1, h, w)] of an upsampler's input."""
+        if low_res is None or aug_level is None:
+            raise ShapeError("MotionUNet: an upsampler needs low_res (B, T, C, h, w) and aug_level (B,)")
+        if tuple(low_res.shape) != (B, T, C, h, w):
+            raise ShapeError(f"MotionUNet: low_res must be (B, T, C, h, w) = {(B, T, C, h, w)}, "
+                             f"got {tuple(low_res.shape)}")
+        aug_level = torch.as_tensor(aug_level, device=low_res.device)
+        if tuple(aug_level.shape) != (B,):
+            raise ShapeError(f"MotionUNet: aug_level must be (B,) = ({B},), got {tuple(aug_level.shape)}")
+        plane = aug_level.to(dtype)[:, None, None, None, None].expand(B, T, 1, h, w)
+        return [low_res.to(dtype), plane]
+
+    @classmethod
+    def upsampler_from(cls, motion: "MotionUNet", config: MotionUNetConfig | int) -> "MotionUNet":
+        """An upsampler that starts as the motion model `motion`: `config` (an upsampler config, or
+        just its low_res_scale for motion's own architecture at that scale) may differ from
+        motion's in low_res_scale and spacetime_levels only. Every weight of motion that the
+        upsampler has is copied; the input conv's new low_res / level channels start at zero and
+        blocks motion lacks keep their initialisation (their zero output layers add nothing), so
+        with the same spacetime_levels it first computes exactly what `motion` does."""
+        import dataclasses
+
+        if motion.is_upsampler:
+            raise ConfigError("the model to start the upsampler from is already an upsampler")
+        if isinstance(config, int):
+            config = dataclasses.replace(motion.config, low_res_scale=config)
+        if not config.low_res_scale:
+            raise ConfigError("an upsampler config needs low_res_scale >= 2")
+        same = lambda c: dataclasses.replace(c, low_res_scale=0, spacetime_levels=(), preset=None).to_dict()  # noqa: E731
+        diff = sorted(k for k, v in same(config).items() if same(motion.config).get(k) != v)
+        if diff:
+            raise ConfigError(f"the motion model differs from the upsampler's architecture in {', '.join(diff)}")
+        net = cls(config)
+        ours = net.state_dict()
+        for k, v in motion.state_dict().items():
+            if k == "body.conv_in.weight":
+                ours[k] = torch.zeros_like(ours[k])
+                ours[k][:, :v.shape[1]] = v
+            elif k in ours and ours[k].shape == v.shape:
+                ours[k] = v.clone()
+        net.load_state_dict(ours)
+        return net
 
 
 __all__ = ["MotionUNet"]

@@ -44,6 +44,11 @@ class PipelineConfig:
     # Reference autoencoders only: how unsure the decoder is told the sampled latents are
     # (0 = exact, as a true frame's latent; larger = lean more on the reference frames' pixels).
     decode_latent_sigma: float = 0.0
+    # Cascade upsampler only (interpolate(cascade=True)): the noise-conditioning augmentation
+    # level in [0, 1) its low-resolution condition gets at sampling (vidm.diffusion.cascade; the
+    # upsampler's training previews use this default too). A little noise hides the base model's
+    # own artefacts without washing out its layout.
+    cascade_aug: float = 0.1
 
     def validate(self, where: str = PIPELINE_NAME) -> "PipelineConfig":
         """Check the type and range of every field; raise ConfigError (one line, naming `where`
@@ -96,6 +101,10 @@ class PipelineConfig:
             raise ConfigError(f"{where}: decode_latent_sigma must be a finite number >= 0, "
                               f"got {self.decode_latent_sigma}")
         self.decode_latent_sigma = float(v)
+        v = self.cascade_aug
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise ConfigError(f"{where}: cascade_aug must be a number in [0, 1), got {self.cascade_aug!r}")
+        self.cascade_aug = float(v)
         return self
 
     def to_dict(self) -> dict:

@@ -5,6 +5,7 @@ and what users do with them.
     videos = pipe.generate(num_frames=32, num_videos=2, seed=0)     # uint8 (2, 32, H, W, 3)
     mids = pipe.interpolate(a, b, num_frames=7)                     # uint8 (1, 7, H, W, 3)
     dual = pipe.interpolate(a, b, strategy="time-reversal")         # or "bidirectional" (backward stage)
+    sharp = pipe.interpolate(a, b, cascade=True)                    # base, then the upsampler stage (VIDIM)
     fast = pipe.interpolate_video(frames, factor=4)                 # uint8 (1, (N-1)*4+1, H, W, 3)
     more = pipe.predict(frames, num_future=16)                      # uint8 (1, 16, H, W, 3)
 
@@ -118,6 +119,8 @@ class VideoPipeline:
         self.backward_denoiser = Denoiser(self.stages["backward"], self.config.sigma_data) \
             if "backward" in self.stages else None
         self._backward_checked = False  # the backward stage found to fit the motion model (checked once)
+        self.upsampler_denoiser = Denoiser(self.stages["upsampler"], self.config.sigma_data) \
+            if "upsampler" in self.stages else None
 
     @property
     def autoencoder(self) -> AutoencoderKL:
@@ -149,6 +152,19 @@ class VideoPipeline:
                 self._check_backward()
                 self._backward_checked = True
         return strategy
+
+    def check_cascade(self, cascade: bool) -> bool:
+        """`cascade`, or a one-line ConfigError when it is asked of a pipeline with no upsampler."""
+        if cascade and not self.has_stage("upsampler"):
+            raise ConfigError("--cascade needs a cascade upsampler, and this pipeline has no upsampler stage (train one "
+                              "with `vidm train upsampler`, pack it with `vidm pack ... --upsampler DIR`)")
+        return bool(cascade)
+
+    @property
+    def upsampler_size(self) -> int | None:
+        """Frame size of the upsampler stage (the pipeline size times its scale), None without one."""
+        up = self.stages.get("upsampler")
+        return None if up is None else self.config.size * up.config.low_res_scale
 
     def _check_backward(self) -> None:
         """A ConfigError when the backward stage cannot run on this motion model's rotated maps:
@@ -213,6 +229,9 @@ class VideoPipeline:
         if self.config.size % f:
             raise CheckpointError(f"pipeline size {self.config.size} is not divisible by the autoencoder's "
                                   f"downsampling factor {f}")
+        if "upsampler" in self.stages and not self.stages["upsampler"].is_upsampler:
+            raise CheckpointError("the upsampler stage holds a plain motion model (its config's low_res_scale is 0); "
+                                  "train one with `vidm train upsampler`")
         if self.config.window < 3:
             raise CheckpointError(f"pipeline window must be >= 3, got {self.config.window}")
         self.config.validate("pipeline config")
@@ -233,11 +252,11 @@ class VideoPipeline:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def to_model_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> float (N, 3, S, S) in [-1, 1] at the models' size S."""
+    def to_model_frames(self, frames: np.ndarray, size: int | None = None) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> float (N, 3, S, S) in [-1, 1] at the models' size S (or `size`)."""
         frames = _check_frames(frames)
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
-        S = self.config.size
+        S = self.config.size if size is None else size
         if x.shape[-2:] != (S, S):
             # antialias: downscaling large frames without it aliases thin edges.
             x = torch.nn.functional.interpolate(x, size=(S, S), mode="bicubic", antialias=True,
@@ -254,12 +273,13 @@ class VideoPipeline:
         return _to_uint8(x).permute(0, 2, 3, 1).numpy()
 
     @torch.no_grad()
-    def encode(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> scaled latents (N, C, h, w) (posterior means), CHUNK frames at a
-        time (a long video never exists as float pixels all at once)."""
+    def encode(self, frames: np.ndarray, size: int | None = None) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> scaled latents (N, C, h, w) (posterior means) of the frames at the
+        models' size (or `size`), CHUNK frames at a time (a long video never exists as float
+        pixels all at once)."""
         frames = _check_frames(frames)
         with self._autocast():
-            return torch.cat([encode_frames(self.autoencoder, self.to_model_frames(frames[i:i + CHUNK])).float()
+            return torch.cat([encode_frames(self.autoencoder, self.to_model_frames(frames[i:i + CHUNK], size)).float()
                               for i in range(0, len(frames), CHUNK)])
 
     @property
@@ -377,13 +397,53 @@ class VideoPipeline:
             bar.close()
 
     def _fill_all(self, z, made, windows, opts: SamplingOptions, generator, desc: str, strategy: str = "infill",
-                  reinject: int = 0):
+                  reinject: int = 0, cascade: dict[int, torch.Tensor] | None = None):
         """`_fill` with the first frame as anchor (the last one for a backward direction) and the
-        in-between windows sampled by `strategy`, under a progress bar."""
+        in-between windows sampled by `strategy`, under a progress bar. cascade: the given
+        frames' latents at the upsampler's size {position: (B, C, H', W')}, to run the upsampler
+        on the result (`_upsample`, whose latents are returned then); None: the base latents."""
         between = _Between(strategy, z[:, -1].clone() if strategy != "infill" else None, reinject)
         per_window = opts.steps + reinject * sampling.reinjected_steps(self._sigmas(opts.steps), reinject)
-        with self._progress(per_window * len(windows), desc, opts.progress) as bar:
-            return self._fill(z, made, windows, z[:, 0].clone(), generator, opts, bar, between)
+        total = (per_window + (opts.steps if cascade is not None else 0)) * len(windows)
+        with self._progress(total, desc, opts.progress) as bar:
+            z = self._fill(z, made, windows, z[:, 0].clone(), generator, opts, bar, between)
+            return z if cascade is None else self._upsample(z, cascade, windows, generator, opts, bar)
+
+    def _upsample(self, z_low: torch.Tensor, given: dict[int, torch.Tensor], windows: list[list[int]],
+                  generator: torch.Generator, opts: SamplingOptions, bar=None) -> torch.Tensor:
+        """VIDIM's cascade stage: base latents z_low (B, N, C, h, w) -> (B, N, C, k*h, k*w) from the
+        upsampler, window by window in the base's order, with the given frames' own latents at
+        its size ({position: (B, C, k*h, k*w)}) as known frames (no other conditioning on them)
+        and each window's base video, upsampled and noise-augmented at pipeline.json's
+        cascade_aug, as its low_res input (`vidm.diffusion.cascade`). Starts from noise."""
+        from vidm.diffusion.cascade import low_res_condition
+        from vidm.diffusion.noise import randn_from
+
+        k = self.stages["upsampler"].config.low_res_scale
+        B, N, C, h, w = z_low.shape
+        z = z_low.new_zeros((B, N, C, k * h, k * w))
+        made = torch.zeros(N, dtype=torch.bool, device=self.device)
+        for p, latent in given.items():
+            z[:, p] = latent
+            made[p] = True
+        level = torch.full((B,), self.config.cascade_aug, device=self.device)
+        for positions in windows:
+            idx = torch.tensor(positions, device=self.device)
+            known = made[idx].expand(B, -1).clone()
+            if bool(known.all()):
+                continue
+            times = torch.tensor(plan.window_times(positions, self.config.frame_step, self.config.max_span),
+                                 device=self.device, dtype=torch.float32).expand(B, -1)
+            noise = randn_from(z[:, idx].shape, generator, self.device)
+            cond = {"times": times, "anchor": z[:, 0],
+                    "low_res": low_res_condition(z_low[:, idx], k, level, self.config.sigma_data, noise),
+                    "aug_level": level}
+            out = sampling.sample_window(self.upsampler_denoiser, z[:, idx], known, self._sigmas(opts.steps),
+                                         opts.sampler, generator, opts.guidance, cond, None, _bar_callback(bar),
+                                         self._autocast)
+            z[:, idx] = out.to(z.dtype)
+            made[idx] = True
+        return z
 
     def _check_between(self, strategy: str, reinject: int) -> None:
         """ConfigError for a strategy this pipeline cannot use or a bad reinject count."""
@@ -421,12 +481,15 @@ class VideoPipeline:
     def interpolate(self, start: np.ndarray, end: np.ndarray, num_frames: int = 7, samples: int | None = None,
                     seed: int | None = None, steps: int | None = None, sampler: str | None = None,
                     guidance: float | None = None, progress: bool | None = None, *,
-                    options: SamplingOptions | None = None, strategy: str = "infill", reinject: int = 0) -> np.ndarray:
+                    options: SamplingOptions | None = None, strategy: str = "infill", reinject: int = 0,
+                    cascade: bool = False) -> np.ndarray:
         """The `num_frames` frames between `start` and `end` (uint8 (H, W, 3) each, same size):
         uint8 (samples, num_frames, H, W, 3). More in-betweens than one window holds are filled
         hierarchically (key frames first). strategy: "infill", "bidirectional" (needs the
         backward stage) or "time-reversal" (module docstring); reinject: noise re-injections per
-        early solver step (`vidm.diffusion.sampling`; 0 = none, the paper's sampler uses 5)."""
+        early solver step (`vidm.diffusion.sampling`; 0 = none, the paper's sampler uses 5).
+        cascade: VIDIM's cascade, the upsampler stage remaking the base model's in-betweens at
+        its size (`_upsample`; a ConfigError without one); decoded at the end frames' size."""
         start, end = _check_frame(start, "start"), _check_frame(end, "end")
         if start.shape != end.shape:
             raise ShapeError(f"start and end frames differ in size: {start.shape[1]}x{start.shape[0]} vs "
@@ -434,14 +497,14 @@ class VideoPipeline:
         opts = _merge(options, samples=samples, seed=seed, steps=steps, sampler=sampler, guidance=guidance,
                       progress=progress)
         return self.interpolate_batch(start[None], end[None], num_frames, options=opts, strategy=strategy,
-                                      reinject=reinject)[0]
+                                      reinject=reinject, cascade=cascade)[0]
 
     @torch.no_grad()
     def interpolate_batch(self, starts: np.ndarray, ends: np.ndarray, num_frames: int = 7,
                           samples: int | None = None, seed: int | None = None, steps: int | None = None,
                           sampler: str | None = None, guidance: float | None = None,
                           progress: bool | None = None, *, options: SamplingOptions | None = None,
-                          strategy: str = "infill", reinject: int = 0) -> np.ndarray:
+                          strategy: str = "infill", reinject: int = 0, cascade: bool = False) -> np.ndarray:
         """`interpolate` for B pairs in one sampler run: starts, ends uint8 (B, H, W, 3) ->
         uint8 (B, samples, num_frames, H, W, 3). With B == 1 it equals `interpolate`; with B > 1
         each pair's noise depends on its place in the batch (reproducible for a fixed batch)."""
@@ -449,6 +512,7 @@ class VideoPipeline:
         opts = self._options(options, samples=samples, seed=seed, steps=steps, sampler=sampler,
                              guidance=guidance, progress=progress)
         self._check_between(strategy, reinject)
+        self.check_cascade(cascade)
         starts, ends = _check_pairs(starts, ends)
         B, n, S = len(starts), num_frames + 2, opts.samples
         windows = plan.plan_infill(n, self.config.window)
@@ -459,7 +523,11 @@ class VideoPipeline:
         z[:, -1] = z_ends[B:].repeat_interleave(S, 0)
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         made[0] = made[-1] = True
-        z = self._fill_all(z, made, windows, opts, gen, "interpolate", strategy, reinject)
+        hi = None
+        if cascade:  # the end frames at the upsampler's size, its known frames
+            z_hi = self.encode(np.concatenate([starts, ends]), self.upsampler_size)  # (2B, C, H', W')
+            hi = {0: z_hi[:B].repeat_interleave(S, 0), n - 1: z_hi[B:].repeat_interleave(S, 0)}
+        z = self._fill_all(z, made, windows, opts, gen, "interpolate", strategy, reinject, hi)
         out = self._decode_between(z, starts, ends, S)  # (B*S, n-2, H, W, 3)
         return out.reshape(B, S, *out.shape[1:])
 
@@ -511,17 +579,18 @@ class VideoPipeline:
     def interpolate_video(self, frames: np.ndarray, factor: int, samples: int | None = None, seed: int | None = None,
                           steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
                           progress: bool | None = None, *, options: SamplingOptions | None = None,
-                          strategy: str = "infill", reinject: int = 0) -> np.ndarray:
+                          strategy: str = "infill", reinject: int = 0, cascade: bool = False) -> np.ndarray:
         """Raise the frame rate of uint8 (N, H, W, 3) by an integer `factor`:
         uint8 (samples, (N - 1) * factor + 1, H, W, 3); the input frames are kept as given.
         strategy, reinject: as for `interpolate` (in a window holding several input gaps each
         direction is given the input frames except those past the last frame it makes,
-        `vidm.diffusion.bidirectional`)."""
+        `vidm.diffusion.bidirectional`); cascade: as for `interpolate`."""
         frames = _check_frames(frames)
         _check_count("factor", factor, 1)
         opts = self._options(options, samples=samples, seed=seed, steps=steps, sampler=sampler,
                              guidance=guidance, progress=progress)
         self._check_between(strategy, reinject)
+        self.check_cascade(cascade)
         if len(frames) < 2:
             raise ShapeError(f"interpolate_video needs at least 2 frames, got {len(frames)}")
         n, windows = plan.plan_upsample(len(frames), factor, self.config.window)
@@ -531,7 +600,11 @@ class VideoPipeline:
         made = torch.zeros(n, dtype=torch.bool, device=self.device)
         z[:, ::factor] = given
         made[::factor] = True
-        z = self._fill_all(z, made, windows, opts, gen, "interpolate", strategy, reinject)
+        hi = None
+        if cascade:
+            z_hi = self.encode(frames, self.upsampler_size)  # (N, C, H', W')
+            hi = {i * factor: z_hi[i:i + 1].expand(opts.samples, -1, -1, -1) for i in range(len(frames))}
+        z = self._fill_all(z, made, windows, opts, gen, "interpolate", strategy, reinject, hi)
         given = None
         if self.uses_references:
             px = self.to_pixels(frames)
