@@ -24,3 +24,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def train_in_process(main, argv) -> int:
+    """A trainer's main(argv) in this process, accelerate's singleton state reset around it."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    try:
+        return main(argv)
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()

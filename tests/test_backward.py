@@ -17,7 +17,7 @@ from vidm.data.latents import write_cache
 from vidm.errors import ConfigError, ShapeError
 from vidm.models import MotionUNet, MotionUNetConfig, TemporalAttention, TemporalMaps
 from vidm.models.temporal_maps import rotate_maps
-from model_helpers import randomize_zero_init
+from model_helpers import randomize_zero_init, train_in_process
 
 C, T = 4, 5
 SMALL = dict(model_channels=16, ch_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), temporal_levels=(0, 1),
@@ -262,17 +262,9 @@ def test_only_temporal_value_and_output_projections_get_gradients(data):
 
 
 def in_process(argv) -> int:
-    from accelerate.state import AcceleratorState, GradientState
-
     from vidm.train.backward import main
 
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    try:
-        return main(argv)
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
+    return train_in_process(main, argv)
 
 
 def test_a_few_steps_change_only_v_and_o_and_export_a_motion_model(data):

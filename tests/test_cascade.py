@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_helpers import one_thread  # noqa: F401  (autouse: one torch thread)
+from model_helpers import one_thread, train_in_process  # noqa: F401  (one_thread: autouse, one torch thread)
 from test_pipeline import SIZE, _frames, _png, _randomise, _tiny_pipeline
 from vidm.data.latents import LatentCache, PairedLatentClips, write_cache
 from vidm.diffusion.cascade import aug_sigma, low_res_condition, upsample_latents
@@ -341,17 +341,9 @@ def test_training_draws_the_level_from_u0_aug_max_and_the_network_sees_it(caches
 
 
 def in_process(argv) -> int:
-    from accelerate.state import AcceleratorState, GradientState
-
     from vidm.train.upsampler import main
 
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    try:
-        return main(argv)
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
+    return train_in_process(main, argv)
 
 
 def test_a_few_steps_lower_the_loss_and_export_an_upsampler(caches):

@@ -26,6 +26,10 @@ the same fusion with the motion model in both directions and its own attention (
 strategy starts from the same point (`infill_init`: the splat start or pure noise) and uses the
 same sampler, guidance (per direction) and `reinject` noise re-injections; windows with nothing
 to interpolate between (generation, prediction) are never dual-directional.
+
+With an `upsampler` stage, `cascade=True` (VIDIM) runs the upsampler after the base windows:
+the same windows again at its larger latent size, the given frames encoded at that size as its
+known frames and the base video as its noise-augmented condition (`_upsample`).
 """
 
 from __future__ import annotations
@@ -355,15 +359,9 @@ class VideoPipeline:
         f = self.autoencoder.config.downsample_factor
         return self.autoencoder.config.latent_channels, self.config.size // f, self.config.size // f
 
-    def _fill(self, z: torch.Tensor, made: torch.Tensor, windows: list[list[int]], anchor: torch.Tensor,
-              generator: torch.Generator, opts: SamplingOptions, bar,
-              between: _Between | None = None) -> torch.Tensor:
-        """Sample every window in order. z (B, N, C, h, w) latents with made (N,) bool marking the
-        frames already there; each window's made frames are its known frames. between: how the
-        in-between windows (known frames on both sides of every unknown one) are sampled
-        (None: infill, no re-injection)."""
-        B = z.shape[0]
-        between = between or _Between()
+    def _windows(self, windows: list[list[int]], made: torch.Tensor, B: int):
+        """Per window with something to make (`made` (N,) bool read as each is reached, so the
+        caller marks what it made): (idx (T,), known (B, T) bool, times (B, T))."""
         for positions in windows:
             idx = torch.tensor(positions, device=self.device)
             known = made[idx].expand(B, -1).clone()
@@ -371,6 +369,17 @@ class VideoPipeline:
                 continue
             times = torch.tensor(plan.window_times(positions, self.config.frame_step, self.config.max_span),
                                  device=self.device, dtype=torch.float32).expand(B, -1)
+            yield idx, known, times
+
+    def _fill(self, z: torch.Tensor, made: torch.Tensor, windows: list[list[int]], anchor: torch.Tensor,
+              generator: torch.Generator, opts: SamplingOptions, bar,
+              between: _Between | None = None) -> torch.Tensor:
+        """Sample every window in order. z (B, N, C, h, w) latents with made (N,) bool marking the
+        frames already there; each window's made frames are its known frames. between: how the
+        in-between windows (known frames on both sides of every unknown one) are sampled
+        (None: infill, no re-injection)."""
+        between = between or _Between()
+        for idx, known, times in self._windows(windows, made, z.shape[0]):
             init, how = None, _Between()  # generation / prediction windows: infill, no re-injection
             if brackets(known[0], times[0]) is not None:  # an in-between window
                 if self.config.infill_init == "splat":
@@ -427,13 +436,7 @@ class VideoPipeline:
             z[:, p] = latent
             made[p] = True
         level = torch.full((B,), self.config.cascade_aug, device=self.device)
-        for positions in windows:
-            idx = torch.tensor(positions, device=self.device)
-            known = made[idx].expand(B, -1).clone()
-            if bool(known.all()):
-                continue
-            times = torch.tensor(plan.window_times(positions, self.config.frame_step, self.config.max_span),
-                                 device=self.device, dtype=torch.float32).expand(B, -1)
+        for idx, known, times in self._windows(windows, made, B):
             noise = randn_from(z[:, idx].shape, generator, self.device)
             cond = {"times": times, "anchor": z[:, 0],
                     "low_res": low_res_condition(z_low[:, idx], k, level, self.config.sigma_data, noise),
