@@ -6,7 +6,7 @@ Jobs, each timed `--repeats` times per dtype, the dtypes interleaved round by ro
 both see the same machine load (this CPU is shared and noisy):
 - interpolate: 7 in-between frames between two frames of each `--sizes` side (default 64 and
   256; the diffusion runs at the model's size, a reference decoder builds the output at the
-  input's), `--steps` solver steps (default 20) with guidance on the input frames, s/video;
+  input's), `--steps` solver steps (default: the model's) with its guidance on the input frames, s/video;
 - flow: the OpenCV DIS optical-flow baseline on the same frames (no dtype), s/video;
 - generate: a `--frames`-frame video (default 32) from nothing, seconds per video.
 Prints the median and min per job and dtype and the median ratio bf16 / fp32. A 2-step call
@@ -40,7 +40,7 @@ def main() -> int:
     p.add_argument("--model", default=None, help="pipeline folder (default: the bundled model)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per job and dtype (after one warm-up)")
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--steps", type=int, default=20, help="solver steps per window")
+    p.add_argument("--steps", type=int, default=None, help="solver steps per window (default: the model's)")
     p.add_argument("--frames", type=int, default=32, help="frames per generated video")
     p.add_argument("--inbetweens", type=int, default=7, help="in-between frames per interpolated video")
     p.add_argument("--jobs", nargs="+", default=["interpolate", "flow", "generate"],
@@ -74,6 +74,8 @@ def main() -> int:
         jobs["generate"] = lambda pipe, steps: pipe.generate(num_frames=args.frames, steps=steps, seed=0)
         what["generate"] = f"{args.frames} frames"
     pipe0 = next(iter(pipes.values()))
+    if args.steps is None:
+        args.steps = cfg.steps
     print(f"CPU threads {torch.get_num_threads()}; bf16 hardware (oneDNN): {cpu_has_fast_bf16()}; "
           f"model size {cfg.size}, window {cfg.window}, guidance {cfg.guidance}, sampler {cfg.sampler}, "
           f"{args.steps} steps; reference decoder: {pipe0.uses_references}", flush=True)

@@ -55,7 +55,10 @@ def test_bundle_is_complete_fp16_and_under_30_mb(name):
 def test_bundle_settings_fit_a_gap_of_8_in_one_window(bundled, synth):
     for cfg in (bundled.config, synth.config):
         assert cfg.size == 64 and cfg.window >= 9
-        assert cfg.steps == 20 and cfg.guidance > 1
+    # real-tiny samples 10 steps without guidance: its held-out in-betweens score the same as at
+    # 20 steps with guidance 1.5 (card), at a quarter of the network calls
+    assert (bundled.config.steps, bundled.config.guidance) == (10, 1.0)
+    assert synth.config.steps == 20 and synth.config.guidance > 1
     assert bundled.uses_references and not synth.uses_references
     assert bundled.autoencoder.config.ref_flow_prior == "dis"
 
