@@ -37,3 +37,11 @@ def train_in_process(main, argv) -> int:
     finally:
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
+
+
+def eval_interpolate(model_dir, data, out, methods: str, *extra: str, clips: int = 2) -> int:
+    """`vidm eval interpolate` on `data` at gap 2, quiet and without a plot -> its exit code."""
+    from vidm.cli import main
+
+    return main(["eval", "interpolate", "--model", str(model_dir), "--data", str(data), "--gaps", "2",
+                 "--clips", str(clips), "--methods", methods, "--no-plot", "--out", str(out), "--quiet", *extra])

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_helpers import one_thread, train_in_process  # noqa: F401  (one_thread: autouse, one torch thread)
+from model_helpers import eval_interpolate, one_thread, train_in_process  # noqa: F401  (one_thread: autouse, one torch thread)
 from test_pipeline import SIZE, _frames, _png, _randomise, _tiny_pipeline
 from vidm.data.latents import LatentCache, PairedLatentClips, write_cache
 from vidm.diffusion.cascade import aug_sigma, low_res_condition, upsample_latents
@@ -198,21 +198,17 @@ def test_cli_cascade_without_an_upsampler_is_one_line_and_writes_nothing(model_d
 
 
 def test_eval_scores_the_cascade(model_dirs, tmp_path, capsys):
-    from vidm.cli import main
     from vidm.data.synth import generate_dataset
 
     plain_dir, cascade_dir = model_dirs
     data = tmp_path / "data"
     generate_dataset(data, videos=2, frames=6, size=32, progress=False)
     out = tmp_path / "report"
-    rc = main(["eval", "interpolate", "--model", str(cascade_dir), "--data", str(data), "--gaps", "2", "--clips", "2",
-               "--methods", "model,model-cascade", "--steps", "2", "--no-plot", "--out", str(out), "--quiet"])
-    assert rc == 0
+    assert eval_interpolate(cascade_dir, data, out, "model,model-cascade", "--steps", "2") == 0
     r = json.loads((out / "report.json").read_text())
     assert r["methods"] == ["model", "model-cascade"] and "model - model-cascade" in r["paired"]
     capsys.readouterr()
-    rc = main(["eval", "interpolate", "--model", str(plain_dir), "--data", str(data), "--gaps", "2", "--clips", "1",
-               "--methods", "model-cascade", "--no-plot", "--out", str(tmp_path / "bad"), "--quiet"])
+    rc = eval_interpolate(plain_dir, data, tmp_path / "bad", "model-cascade", clips=1)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "no upsampler stage" in err[0] and not (tmp_path / "bad").exists()
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from model_helpers import eval_interpolate
 from test_pipeline import SIZE, _frames, _png, _randomise, _tiny_pipeline
 from vidm.diffusion import Denoiser, get_sigmas_karras, leading_known, reinjected_steps, reverse_times
 from vidm.diffusion.sampling import sample_window_dual
@@ -227,16 +228,14 @@ def test_cli_bad_strategy_is_one_line_and_writes_nothing(model_dirs, tmp_path, c
 
 
 def test_eval_compares_the_strategies(model_dirs, tmp_path, capsys):
-    from vidm.cli import main
     from vidm.data.synth import generate_dataset
 
     plain_dir, dual_dir = model_dirs
     data = tmp_path / "data"
     generate_dataset(data, videos=2, frames=6, size=16, progress=False)
     out = tmp_path / "report"
-    rc = main(["eval", "interpolate", "--model", str(dual_dir), "--data", str(data), "--gaps", "2", "--clips", "2",
-               "--methods", "flow,model-time-reversal,model,model-bidirectional", "--samples", "2", "--steps", "2",
-               "--reinject", "1", "--no-plot", "--out", str(out), "--quiet"])
+    rc = eval_interpolate(dual_dir, data, out, "flow,model-time-reversal,model,model-bidirectional",
+                          "--samples", "2", "--steps", "2", "--reinject", "1")
     assert rc == 0
     r = json.loads((out / "report.json").read_text())
     assert r["methods"] == ["model", "model_best_of_2", "model-bidirectional", "model-bidirectional_best_of_2",
@@ -247,8 +246,7 @@ def test_eval_compares_the_strategies(model_dirs, tmp_path, capsys):
     capsys.readouterr()
     bad = tmp_path / "bad"
     for methods, needle in (("model-bidirectional", "no backward stage"), ("model-sideways", "unknown")):
-        rc = main(["eval", "interpolate", "--model", str(plain_dir), "--data", str(data), "--gaps", "2",
-                   "--clips", "1", "--methods", methods, "--no-plot", "--out", str(bad), "--quiet"])
+        rc = eval_interpolate(plain_dir, data, bad, methods, clips=1)
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 1 and len(err) == 1 and needle in err[0], err
         assert not bad.exists()
