@@ -91,55 +91,51 @@ def fb_occlusion(flow_fw: np.ndarray, flow_bw: np.ndarray) -> np.ndarray:
     return (diff > 0.01 * mag + 0.5) | ~inside
 
 
-def _splat_candidates(flow: np.ndarray, occ: np.ndarray, err: np.ndarray, s: float):
-    """Project one frame's flow to time t by forward splatting (Baker et al. 2011, Middlebury).
-
-    Source pixel x moves along its flow f to x + s f at time t (s = the time from this frame to
-    t); it is splatted to the 4 pixels around that point so no cracks open. At time t the flow
-    back to this frame is -s f and on to the other frame (1 - s) f.
-    Returns flat target indices, priorities (lower wins) and flows to this / the other frame,
-    for every in-image candidate.
-    """
-    h, w = occ.shape
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    px, py = gx + s * flow[..., 0], gy + s * flow[..., 1]
-    # Pixels visible in both frames are in front of those that are not (a surface about to be
-    # covered, or just uncovered, lies behind the one covering it); then photo-consistency decides.
-    prio = occ.astype(np.float32) * 1e6 + err
-    out = []
-    for qx in (np.floor(px), np.floor(px) + 1):
-        for qy in (np.floor(py), np.floor(py) + 1):
-            ok = (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h)
-            idx = (qy[ok] * w + qx[ok]).astype(np.int64)
-            f = flow[ok]
-            out.append((idx, prio[ok], -s * f, (1 - s) * f))
-    return [np.concatenate(parts) for parts in zip(*out)]
-
-
 def project_flows(F01, F10, O0, O1, E0, E1, t: float):
     """Flows at time t -> Ft0, Ft1 (H, W, 2): from each pixel at t back to frame 0 / on to frame 1.
 
-    Candidates come from both frames; per pixel the best-priority one wins. Pixels no candidate
-    reached get the linear flow approximation of Jiang et al. 2018 (Super SloMo).
+    Forward splatting (Baker et al. 2011, Middlebury): source pixel x of a frame moves along its
+    flow f to x + s f at time t (s = the time from that frame to t) and is splatted to the 4
+    pixels around that point, so no cracks open; at time t its flow back to its frame is -s f
+    and on to the other frame (1 - s) f. Per target pixel the candidate of lowest priority wins:
+    pixels visible in both frames are in front of those that are not (a surface about to be
+    covered, or just uncovered, lies behind the one covering it), then photo-consistency
+    decides, then the earlier candidate (frame 0 first, corner by corner, raster order). Pixels
+    no candidate reached get the linear flow approximation of Jiang et al. 2018 (Super SloMo).
+
+    One pass of `np.minimum.at` picks the winners: each candidate's key is its priority's float32
+    bits (ordered like the values, for values >= 0) above its 32-bit candidate number.
     """
     h, w = O0.shape
-    i0, p0, to0_a, to1_a = _splat_candidates(F01, O0, E0, t)  # from frame 0: to-src is Ft0
-    i1, p1, to1_b, to0_b = _splat_candidates(F10, O1, E1, 1 - t)  # from frame 1: to-src is Ft1
-    idx = np.concatenate([i0, i1])
-    prio = np.concatenate([p0, p1])
-    ft0 = np.concatenate([to0_a, to0_b])
-    ft1 = np.concatenate([to1_a, to1_b])
-
-    best = np.full(h * w, np.inf, dtype=np.float32)
-    np.minimum.at(best, idx, prio)
-    win = np.flatnonzero(prio == best[idx])
-    _, first = np.unique(idx[win], return_index=True)  # one winner per pixel on ties
-    win = win[first]
+    n = h * w
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    none = np.iinfo(np.int64).max
+    best = np.full(n + 1, none, dtype=np.int64)  # bin n collects the candidates outside the frame
+    c = 0
+    for F, O, E, s in ((F01, O0, E0, t), (F10, O1, E1, 1 - t)):
+        px, py = (gx + s * F[..., 0]).ravel(), (gy + s * F[..., 1]).ravel()
+        prio = (O.astype(np.float32) * 1e6 + E).astype(np.float32).ravel()
+        high = prio.view(np.int32).astype(np.int64) << 32
+        for qx in (np.floor(px), np.floor(px) + 1):
+            for qy in (np.floor(py), np.floor(py) + 1):
+                ok = (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h)
+                idx = np.where(ok, (qy * w + qx).astype(np.int64), n)
+                np.minimum.at(best, idx, high | (c * n + np.arange(n, dtype=np.int64)))
+                c += 1
+    best = best[:n]
+    pix = np.flatnonzero(best != none)
+    number = best[pix] & 0xFFFFFFFF
+    corner, src = number // n, number % n
 
     # Fallback everywhere, overwritten where a splat landed.
     Ft0 = (-(1 - t) * t * F01 + t * t * F10).reshape(-1, 2)
     Ft1 = ((1 - t) ** 2 * F01 - t * (1 - t) * F10).reshape(-1, 2)
-    Ft0[idx[win]], Ft1[idx[win]] = ft0[win], ft1[win]
+    first = corner < 4  # from frame 0 (s = t): to-src is Ft0; from frame 1 (s = 1 - t): Ft1
+    a, b = pix[first], src[first]
+    Ft0[a], Ft1[a] = -t * F01.reshape(-1, 2)[b], (1 - t) * F01.reshape(-1, 2)[b]
+    a, b = pix[~first], src[~first]
+    s = 1 - t
+    Ft1[a], Ft0[a] = -s * F10.reshape(-1, 2)[b], (1 - s) * F10.reshape(-1, 2)[b]
     return Ft0.reshape(h, w, 2), Ft1.reshape(h, w, 2)
 
 

@@ -129,7 +129,7 @@ class AutoencoderKL(PretrainedMixin, nn.Module):
         self.decoder = Decoder(config)
         # Absent on plain autoencoders, so their folders keep exactly their old weights.
         self.ref_decoder = (ReferenceDecoder(config.latent_channels, config.ref_channels, config.ref_corr_radius,
-                                             config.ref_flow_prior)
+                                             config.ref_flow_prior, config.ref_warp)
                             if config.references else None)
 
     @property

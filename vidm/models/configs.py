@@ -147,6 +147,7 @@ class AutoencoderConfig(ConfigBase):
     ref_channels: int = 32  # width of the reference decoder's networks
     ref_corr_radius: int = 3  # cost-volume radius at S/4 (cells); reference pairs get radius + 1
     ref_flow_prior: str = "none"  # "dis": in-betweens start from DIS flow (vidm.models.flow_prior)
+    ref_warp: str = "bilinear"  # the references' sampling kernel: "bilinear", "bicubic" or "adaptive"
 
     def validate(self) -> None:
         n = type(self).__name__
@@ -170,6 +171,10 @@ class AutoencoderConfig(ConfigBase):
 
         if self.ref_flow_prior not in PRIORS:
             raise ConfigError(f"{n}.ref_flow_prior: must be one of {PRIORS}, got {self.ref_flow_prior!r}")
+        from vidm.models.reference_decoder import REF_WARPS
+
+        if self.ref_warp not in REF_WARPS:
+            raise ConfigError(f"{n}.ref_warp: must be one of {REF_WARPS}, got {self.ref_warp!r}")
         chans = [self.base_channels * m for m in self.ch_mult]
         _check_channels(n, chans, self.norm_groups, None)
         if self.mid_attention:  # the only attention sits at the lowest resolution

@@ -28,6 +28,14 @@ decoder already matches DIS flow and training only has to beat it.
 
 The decoder is trained with noised and dropped latents (`latent_sigma`, given to the network),
 so it learns to match the references itself where the latent is unsure.
+
+The networks look at bilinear warps at every level; the output frame is sampled with the
+decoder's kernel (`warp`, config `ref_warp`): bilinear, bicubic, or "adaptive", where the
+refinement also predicts a per-pixel, per-reference sharpness s in [0, 1] mixing the two
+(`vidm.models.warp.backward_warp`). A bilinear sample between pixels averages them, so every
+sub-pixel shift of a still scene comes out blurred, but where the flow is off by a pixel the
+blur is the better guess; the network knows which case it is in from how well the references
+agree.
 """
 
 from __future__ import annotations
@@ -39,7 +47,11 @@ import torch.nn.functional as F
 from vidm.errors import ConfigError
 from vidm.models.embeddings import zero_module
 from vidm.models.flow_prior import PRIORS, dis_prior
-from vidm.models.warp import backward_warp, level_sizes, resize
+from vidm.models.warp import WARP_MODES, backward_warp, level_sizes, resize
+
+# The references' sampling kernel: a fixed one of `WARP_MODES`, or "adaptive": per pixel and
+# reference, a learned mix of the two (sharp where the flow is sure, smooth where it is not).
+REF_WARPS = (*WARP_MODES, "adaptive")
 
 SLOTS = 2  # reference slots; a missing reference gets zero weight
 HIDDEN = 16  # channels of the context carried from level to level
@@ -114,21 +126,30 @@ class RefineBlock(nn.Module):
     IN = 3 * SLOTS * 2 + 3 + 3 + 2 * SLOTS + 3 + SLOTS + HIDDEN + 3
     OUT = 2 * SLOTS + 3 + 3 + HIDDEN
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, adaptive: bool = False):
         super().__init__()
         c = width + width // 2
         self.body = nn.Sequential(conv(self.IN, c, 2), conv(c, c), conv(c, c), conv(c, c))
         self.out = zero_module(nn.ConvTranspose2d(c, self.OUT, 4, stride=2, padding=1))
+        # warp="adaptive": deltas of each slot's sharpness logit, a head of its own so that a
+        # bilinear or bicubic decoder's weights load unchanged into an adaptive one
+        self.sharp = zero_module(nn.ConvTranspose2d(c, SLOTS, 4, stride=2, padding=1)) if adaptive else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(x))[..., : x.shape[-2], : x.shape[-1]]  # odd sizes: crop the extra row
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.body(x)
+        crop = lambda y: y[..., : x.shape[-2], : x.shape[-1]]  # noqa: E731  odd sizes: the extra row
+        return crop(self.out(h)), (crop(self.sharp(h)) if self.sharp is not None else None)
 
 
 class ReferenceDecoder(nn.Module):
-    def __init__(self, latent_channels: int, width: int, corr_radius: int, flow_prior: str = "none"):
+    def __init__(self, latent_channels: int, width: int, corr_radius: int, flow_prior: str = "none",
+                 warp: str = "bilinear"):
         super().__init__()
         if flow_prior not in PRIORS:
             raise ConfigError(f"ReferenceDecoder flow_prior: expected one of {PRIORS}, got {flow_prior!r}")
+        if warp not in REF_WARPS:
+            raise ConfigError(f"ReferenceDecoder warp: expected one of {REF_WARPS}, got {warp!r}")
+        self.warp = warp
         self.radius = corr_radius
         self.flow_prior = flow_prior
         d_gen = (2 * corr_radius + 1) ** 2
@@ -138,7 +159,7 @@ class ReferenceDecoder(nn.Module):
             cin += 2 * SLOTS + 3  # the prior's flows and logits at the coarse grid
         self.features = FeatureEncoder(width)
         self.coarse = CoarseEstimator(cin, width)
-        self.refine = RefineBlock(width)
+        self.refine = RefineBlock(width, adaptive=warp == "adaptive")
 
     def forward(self, z: torch.Tensor, x_gen: torch.Tensor, refs: torch.Tensor, offsets: torch.Tensor,
                 present: torch.Tensor, latent_sigma: torch.Tensor, return_logits: bool = False):
@@ -178,6 +199,7 @@ class ReferenceDecoder(nn.Module):
         # flow / logits below are the network's part; the prior (if any) is added at each level
         flow, logits, hidden = y.split([2 * SLOTS, 3, HIDDEN], 1)
         residual = y.new_zeros(N, 3, *g)
+        sharp = y.new_zeros(N, SLOTS, *g) if self.warp == "adaptive" else None  # sharpness logits
         pres = present.float()
         mask = torch.cat([(pres - 1) * -NEG, pres.new_zeros(N, 1)], 1).view(N, 3, 1, 1)
         refs = refs.float()
@@ -191,10 +213,10 @@ class ReferenceDecoder(nn.Module):
                 pyramid[size] = torch.stack([resize(refs[:, k], size) for k in range(SLOTS)], 1)
             return pyramid[size]
 
-        out = None
         for size in levels:
             flow, logits = resize(flow, size), resize(logits, size)
             hidden, residual = resize(hidden, size), resize(residual, size)
+            sharp = None if sharp is None else resize(sharp, size)
             r = refs_at(size)
             gen = resize(x_gen, size)
             px = torch.tensor([size[1], size[0]], device=z.device, dtype=torch.float32).repeat(SLOTS).view(1, -1, 1, 1)
@@ -205,14 +227,26 @@ class ReferenceDecoder(nn.Module):
             comp = self._compose(warped, gen, l_all + mask, residual)
             inp = torch.cat([r.flatten(1, 2), *warped, comp, gen, f_all * px / 8, l_all / 8,
                              pres.view(N, SLOTS, 1, 1).expand(N, SLOTS, *size), hidden, residual], 1)
-            d = self.refine(inp).float()
+            d, d_sharp = self.refine(inp)
+            d = d.float()
+            sharp = None if sharp is None else sharp + d_sharp.float()
             d_flow, d_logits, d_res, d_hidden = d.split([2 * SLOTS, 3, 3, HIDDEN], 1)
             flow = flow + d_flow / px
             logits, residual, hidden = logits + d_logits, residual + d_res, hidden + d_hidden
-            f_all, l_all = flow + pf, bound_logits(logits + pl)
-            warped = [backward_warp(r[:, k], f_all[:, 2 * k:2 * k + 2]) for k in range(SLOTS)]
-            out = self._compose(warped, gen, l_all + mask, residual)
+        # the frame itself: only the finest level's state is composed, with the output kernel
+        f_all, l_all = flow + pf, bound_logits(logits + pl)
+        out = self._compose(self._warp(r, f_all, sharp), gen, l_all + mask, residual)
         return (out, bound_logits(logits)) if return_logits else out  # the penalty sees the network's part
+
+    def _warp(self, refs: torch.Tensor, flows: torch.Tensor, sharp: torch.Tensor | None) -> list[torch.Tensor]:
+        """The output frame's warps, with the decoder's kernel (the networks look at bilinear
+        warps, the cheapest: the kernel only changes how the frame is sampled). refs (N, SLOTS,
+        3, h, w), flows (N, 2 * SLOTS, h, w), sharp (N, SLOTS, h, w) logits or None -> each
+        slot's warped reference."""
+        if sharp is None:
+            return [backward_warp(refs[:, k], flows[:, 2 * k:2 * k + 2], self.warp) for k in range(SLOTS)]
+        return [backward_warp(refs[:, k], flows[:, 2 * k:2 * k + 2], "bicubic", torch.sigmoid(sharp[:, k:k + 1]))
+                for k in range(SLOTS)]
 
     @staticmethod
     def _compose(warped: list[torch.Tensor], gen: torch.Tensor, logits: torch.Tensor,
