@@ -111,16 +111,18 @@ def project_flows(F01, F10, O0, O1, E0, E1, t: float):
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
     none = np.iinfo(np.int64).max
     best = np.full(n + 1, none, dtype=np.int64)  # bin n collects the candidates outside the frame
+    source = np.arange(n, dtype=np.int64)
     c = 0
     for F, O, E, s in ((F01, O0, E0, t), (F10, O1, E1, 1 - t)):
         px, py = (gx + s * F[..., 0]).ravel(), (gy + s * F[..., 1]).ravel()
         prio = (O.astype(np.float32) * 1e6 + E).astype(np.float32).ravel()
         high = prio.view(np.int32).astype(np.int64) << 32
-        for qx in (np.floor(px), np.floor(px) + 1):
-            for qy in (np.floor(py), np.floor(py) + 1):
+        fx, fy = np.floor(px), np.floor(py)
+        for qx in (fx, fx + 1):
+            for qy in (fy, fy + 1):
                 ok = (qx >= 0) & (qx < w) & (qy >= 0) & (qy < h)
                 idx = np.where(ok, (qy * w + qx).astype(np.int64), n)
-                np.minimum.at(best, idx, high | (c * n + np.arange(n, dtype=np.int64)))
+                np.minimum.at(best, idx, high | (c * n + source))
                 c += 1
     best = best[:n]
     pix = np.flatnonzero(best != none)
@@ -131,11 +133,10 @@ def project_flows(F01, F10, O0, O1, E0, E1, t: float):
     Ft0 = (-(1 - t) * t * F01 + t * t * F10).reshape(-1, 2)
     Ft1 = ((1 - t) ** 2 * F01 - t * (1 - t) * F10).reshape(-1, 2)
     first = corner < 4  # from frame 0 (s = t): to-src is Ft0; from frame 1 (s = 1 - t): Ft1
-    a, b = pix[first], src[first]
-    Ft0[a], Ft1[a] = -t * F01.reshape(-1, 2)[b], (1 - t) * F01.reshape(-1, 2)[b]
-    a, b = pix[~first], src[~first]
-    s = 1 - t
-    Ft1[a], Ft0[a] = -s * F10.reshape(-1, 2)[b], (1 - s) * F10.reshape(-1, 2)[b]
+    f = F01.reshape(-1, 2)[src[first]]
+    Ft0[pix[first]], Ft1[pix[first]] = -t * f, (1 - t) * f
+    f, s = F10.reshape(-1, 2)[src[~first]], 1 - t
+    Ft1[pix[~first]], Ft0[pix[~first]] = -s * f, (1 - s) * f
     return Ft0.reshape(h, w, 2), Ft1.reshape(h, w, 2)
 
 

@@ -243,10 +243,9 @@ class ReferenceDecoder(nn.Module):
         warps, the cheapest: the kernel only changes how the frame is sampled). refs (N, SLOTS,
         3, h, w), flows (N, 2 * SLOTS, h, w), sharp (N, SLOTS, h, w) logits or None -> each
         slot's warped reference."""
-        if sharp is None:
-            return [backward_warp(refs[:, k], flows[:, 2 * k:2 * k + 2], self.warp) for k in range(SLOTS)]
-        return [backward_warp(refs[:, k], flows[:, 2 * k:2 * k + 2], "bicubic", torch.sigmoid(sharp[:, k:k + 1]))
-                for k in range(SLOTS)]
+        mode = self.warp if sharp is None else "bicubic"  # adaptive: bicubic taps, mixed per pixel
+        return [backward_warp(refs[:, k], flows[:, 2 * k:2 * k + 2], mode,
+                              None if sharp is None else torch.sigmoid(sharp[:, k:k + 1])) for k in range(SLOTS)]
 
     @staticmethod
     def _compose(warped: list[torch.Tensor], gen: torch.Tensor, logits: torch.Tensor,
