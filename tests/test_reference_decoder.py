@@ -235,6 +235,33 @@ def test_a_few_steps_lower_the_reference_loss(tmp_path):
     assert after < 0.9 * before, (before, after)
 
 
+def test_the_l2_weight_scores_the_built_frames_squared_error(tmp_path):
+    from vidm.train.autoencoder import ReferenceStep
+    from vidm.data.frame_bank import ExampleConfig, FrameBank, ReferenceExamples
+
+    bank = FrameBank(_tiny_folder(tmp_path / "v"), max_short_side=64)
+    ds = ReferenceExamples(bank, 32, ExampleConfig(scales=(1, 2), scale_probs=(0.5, 0.5), p_two=1.0,
+                                                   p_one=0.0, p_none=0.0))
+    items = [ds[(i % 3, i)] for i in range(6)]
+    batch = {"frames": torch.stack([it["frames"] for it in items]), "scale": [it["scale"] for it in items],
+             "offsets": torch.stack([it["offsets"] for it in items]),
+             "present": torch.stack([it["present"] for it in items])}
+    assert len(set(batch["scale"])) == 2  # both scales, so the per-scale shares are exercised
+    ae = AutoencoderKL(get_preset("autoencoder", "tiny").replace(references=2, ref_channels=8))
+    # a decoder that answers mid-grey: the loss must be the targets' own mean square, per scale
+    ae.reference_forward = lambda z, refs, *a: (torch.zeros_like(refs[:, 0]), torch.zeros(len(z), 3, 1, 1))
+    want = 0.0
+    for m in (1, 2):
+        sel = [i for i, s in enumerate(batch["scale"]) if s == m]
+        P = 32 * m
+        want += float(batch["frames"][sel, 0, :, :P, :P].square().mean()) * len(sel) / 6
+    for l2 in (0.0, 1.0, 3.0):
+        cfg, _ = _tiny_cfg(tmp_path, tmp_path / "v", extra=("loss.l1=0", "loss.laplacian=0", "loss.kl=0",
+                                                             "loss.logit_l2=0", f"loss.l2={l2}"))
+        loss, _ = ReferenceStep(ae, cfg)(batch, torch.Generator().manual_seed(0))
+        assert float(loss.detach()) == pytest.approx(l2 * want, rel=1e-5, abs=1e-9)
+
+
 def test_train_autoencoder_with_references_runs_and_exports(tmp_path):
     from vidm.train.autoencoder import main
 

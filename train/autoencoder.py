@@ -193,8 +193,10 @@ class ReferenceStep(torch.nn.Module):
         logs = {"kl": float(kl.detach())}
         plain = ~has_ref
         if bool(plain.any()):
-            l1 = (self.net.decode(z[plain]).float() - target_s[plain].float()).abs().mean()
-            total = total + lc.l1 * l1 * (plain.float().mean())
+            err = self.net.decode(z[plain]).float() - target_s[plain].float()
+            l1 = err.abs().mean()
+            part = lc.l1 * l1 + (lc.l2 * err.square().mean() if lc.l2 else 0.0)
+            total = total + part * (plain.float().mean())
             logs["l1_plain"] = float(l1.detach())
         # Latent seen by the reference path: clean / noised (sigma x latent std) / dropped.
         u = torch.rand(B, generator=g, device=frames.device)
@@ -215,9 +217,12 @@ class ReferenceStep(torch.nn.Module):
                                                      batch["offsets"][sel], batch["present"][sel], sig[sel])
             tgt = frames[sel, 0, :, :P, :P]
             lap = laplacian_l1(out, tgt)
-            l1 = (out.float() - tgt.float()).abs().mean()
+            err = out.float() - tgt.float()
+            l1 = err.abs().mean()
             # keeps blend logits near the range where the softmax still learns (|l| ~ 10 costs 0.01)
             part = lc.laplacian * lap + lc.l1 * l1 + lc.logit_l2 * logits.square().mean()
+            if lc.l2:  # squared error: what PSNR scores; L1 prefers the sharp guess where unsure
+                part = part + lc.l2 * err.square().mean()
             ref_loss = ref_loss + part * (int(sel.sum()) / B)
             logs[f"l1_ref_x{m}"] = float(l1.detach())
             logs["logit_rms"] = float(logits.detach().square().mean().sqrt())

@@ -121,7 +121,7 @@ class MotionDiffusionConfig(DiffusionConfig):
 @dataclass
 class AutoencoderLossConfig:
     l1: float = 1.0
-    l2: float = 0.0
+    l2: float = 0.0  # squared error of every built frame (plain and reference decoding)
     kl: float = 1e-6
     # Reference decoding (model.references > 0): Laplacian-pyramid L1 on the built frame, and
     # the latent the reference path sees: exact (p_latent_clean), dropped (p_latent_drop), or
